@@ -1,0 +1,112 @@
+//! Command-line options (clap derive; the doc comments are the help text), turned
+//! into plain settings for the commands. No clap types past this module.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Overrides;
+use crate::money::Usd;
+use crate::record::Tier;
+
+/// Route batch LLM jobs to the cheapest capable model under a hard budget, and price
+/// them before a cent is spent.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Price a job: classify and route every record, no API calls.
+    Plan(PlanArgs),
+    /// Print one JSON routing decision per record to stdout.
+    Classify(ClassifyArgs),
+    /// Show the model catalog: prices, context windows, providers.
+    Models(ModelsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// TOML config layered over the embedded default, field by field.
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Import prices and context windows from LiteLLM's model_prices_and_context_window.json.
+    #[arg(long, value_name = "FILE", env = "SWITCHYARD_PRICES")]
+    pub prices: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RoutingArgs {
+    /// Job file: .jsonl/.ndjson (optionally .gz/.zst), .parquet, or - for JSONL on stdin.
+    #[arg(value_name = "INPUT")]
+    pub input: String,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Tier for records that do not name one: budget, balanced or quality.
+    #[arg(long, value_name = "T", env = "SWITCHYARD_TIER", value_parser = parse_tier)]
+    pub tier: Option<Tier>,
+    /// Stop with exit code 2 at the first invalid record instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+    /// Hard ceiling in USD: exit 3 when the estimate does not fit.
+    #[arg(long, value_name = "USD", env = "SWITCHYARD_BUDGET", value_parser = parse_usd)]
+    pub budget: Option<Usd>,
+    /// Model to compare against (default from config: gpt-4o).
+    #[arg(long, value_name = "MODEL", env = "SWITCHYARD_BASELINE")]
+    pub baseline: Option<String>,
+    /// Also write the per-model estimate as a Parquet cost report.
+    #[arg(long, value_name = "FILE.parquet")]
+    pub report: Option<PathBuf>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+fn parse_tier(s: &str) -> Result<Tier, String> {
+    s.parse()
+}
+
+fn parse_usd(s: &str) -> Result<Usd, String> {
+    Usd::parse(s)
+}
+
+impl ConfigArgs {
+    pub fn overrides(&self, tier: Option<Tier>, baseline: Option<String>) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            prices_file: self.prices.clone(),
+            tier,
+            baseline,
+        }
+    }
+}

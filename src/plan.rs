@@ -1,0 +1,228 @@
+//! The planner's core: every record evaluated (parsed, classified, routed, priced) on
+//! worker threads, then folded in input order by one owner into a [`PlanSummary`]:
+//! per-model and per-task totals, the baseline comparison, and the bad records.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+
+use crate::classify::{classify, Decision};
+use crate::config::{Config, ModelId, Tokenizer};
+use crate::input::parse::parse_record;
+use crate::input::Batch;
+use crate::money::Usd;
+use crate::record::{Position, Task, Tier};
+use crate::report::ReportRow;
+use crate::route::{route, Route};
+use crate::tokens::PromptTokens;
+
+/// One record after evaluation.
+pub struct Evaluated {
+    pub position: Position,
+    /// The record's id: its own, else its line/row number.
+    pub id: String,
+    pub outcome: Outcome,
+}
+
+pub enum Outcome {
+    Invalid(String),
+    Unroutable {
+        decision: Decision,
+        tier: Tier,
+        prompt_tokens: u64,
+        reason: String,
+    },
+    Routed {
+        decision: Decision,
+        route: Route,
+        baseline_cost: Usd,
+    },
+}
+
+/// Evaluates every record of a batch. Pure; runs on worker threads.
+pub fn evaluate_batch(batch: Batch, cfg: &Config, tier: Tier) -> Vec<Evaluated> {
+    batch
+        .iter()
+        .map(|(position, bytes)| {
+            let parsed = parse_record(bytes, position.number(), cfg.batch_model);
+            let id = parsed.id.unwrap_or_else(|| position.number().to_string());
+            let outcome = match parsed.job {
+                Err(reason) => Outcome::Invalid(reason),
+                Ok(job) => {
+                    let mut tokens = PromptTokens::default();
+                    let prompt_tokens = tokens.bpe(Tokenizer::O200k, &job.messages);
+                    let decision = classify(&job, prompt_tokens, &cfg.classifier);
+                    match route(cfg, &job, &decision, tier, &mut tokens) {
+                        Ok(route) => {
+                            let c = route.chosen();
+                            let base = &cfg.models[cfg.baseline];
+                            let baseline_cost = base.input_price.cost(c.input_tokens)
+                                + base.output_price.cost(c.output_tokens);
+                            Outcome::Routed {
+                                decision,
+                                route,
+                                baseline_cost,
+                            }
+                        }
+                        Err(reason) => Outcome::Unroutable {
+                            tier: crate::route::effective_tier(cfg, &job, &decision, tier),
+                            decision,
+                            prompt_tokens,
+                            reason,
+                        },
+                    }
+                }
+            };
+            Evaluated {
+                position,
+                id,
+                outcome,
+            }
+        })
+        .collect()
+}
+
+/// Remembers ids to reject duplicates. Stores a 64-bit hash and the first line per id
+/// (16 bytes a record), not the ids themselves.
+#[derive(Default)]
+pub struct Dedup {
+    seen: HashMap<u64, u64>,
+}
+
+impl Dedup {
+    /// Returns the first line of an id already seen.
+    pub fn check(&mut self, id: &str, number: u64) -> Option<u64> {
+        let mut h = std::hash::DefaultHasher::new();
+        id.hash(&mut h);
+        match self.seen.entry(h.finish()) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(number);
+                None
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Line {
+    pub records: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost: Usd,
+    pub baseline_cost: Usd,
+}
+
+impl Line {
+    fn add(&mut self, input: u64, output: u64, cost: Usd, baseline: Usd) {
+        self.records += 1;
+        self.input_tokens += input;
+        self.output_tokens += output;
+        self.cost += cost;
+        self.baseline_cost += baseline;
+    }
+}
+
+/// Problems printed in full before the rest are only counted.
+pub const SHOWN_PROBLEMS: usize = 50;
+
+/// The whole plan, folded record by record in input order.
+#[derive(Debug, Default)]
+pub struct PlanSummary {
+    pub records: u64,
+    pub invalid: u64,
+    pub unroutable: u64,
+    pub models: BTreeMap<ModelId, Line>,
+    pub tasks: BTreeMap<Task, Line>,
+    pub total: Line,
+    /// Every routed record on its cheapest eligible candidate instead.
+    pub cheapest_cost: Usd,
+}
+
+impl PlanSummary {
+    /// Folds one record in. Returns the problem to report, if it has one.
+    pub fn add(&mut self, e: &Evaluated, dedup: &mut Dedup) -> Option<String> {
+        self.records += 1;
+        if let Some(first) = dedup.check(&e.id, e.position.number()) {
+            self.invalid += 1;
+            return Some(format!(
+                "{}: duplicate id '{}' (first seen at {})",
+                e.position,
+                e.id,
+                same_kind(e.position, first)
+            ));
+        }
+        match &e.outcome {
+            Outcome::Invalid(reason) => {
+                self.invalid += 1;
+                Some(format!("{}: {reason}", e.position))
+            }
+            Outcome::Unroutable { reason, .. } => {
+                self.unroutable += 1;
+                Some(format!("{} (id {}): {reason}", e.position, e.id))
+            }
+            Outcome::Routed {
+                decision,
+                route,
+                baseline_cost,
+            } => {
+                let c = route.chosen();
+                self.models.entry(c.model).or_default().add(
+                    c.input_tokens,
+                    c.output_tokens,
+                    c.cost,
+                    *baseline_cost,
+                );
+                self.tasks.entry(decision.task).or_default().add(
+                    c.input_tokens,
+                    c.output_tokens,
+                    c.cost,
+                    *baseline_cost,
+                );
+                self.total
+                    .add(c.input_tokens, c.output_tokens, c.cost, *baseline_cost);
+                self.cheapest_cost += route.cheapest().cost;
+                None
+            }
+        }
+    }
+
+    pub fn savings_pct(&self) -> f64 {
+        self.report_rows_total().savings_pct()
+    }
+
+    fn report_rows_total(&self) -> ReportRow {
+        ReportRow {
+            cost: self.total.cost,
+            baseline_cost: self.total.baseline_cost,
+            ..Default::default()
+        }
+    }
+
+    /// The per-model report (estimates: `ok` = routed records, no latency).
+    pub fn report_rows(&self, cfg: &Config) -> Vec<ReportRow> {
+        self.models
+            .iter()
+            .map(|(id, l)| ReportRow {
+                model: cfg.models[*id].name.clone(),
+                provider: Some(cfg.models[*id].provider.clone()),
+                requests: l.records,
+                ok: l.records,
+                failed: 0,
+                escalated: 0,
+                input_tokens: l.input_tokens,
+                output_tokens: l.output_tokens,
+                cost: l.cost,
+                baseline_cost: l.baseline_cost,
+                latency_p50_ms: None,
+                latency_p95_ms: None,
+            })
+            .collect()
+    }
+}
+
+fn same_kind(p: Position, n: u64) -> Position {
+    match p {
+        Position::Line(_) => Position::Line(n),
+        Position::Row(_) => Position::Row(n),
+    }
+}

@@ -1,0 +1,218 @@
+//! The row types every stage shares: a parsed job record, its task/tier vocabulary,
+//! and where it came from. Parsing lives in `input/`; decisions in `classify`/`route`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::Usd;
+
+macro_rules! word_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s.trim().to_ascii_lowercase().as_str() {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} '{}' (expected one of: {})",
+                        stringify!($name).to_lowercase(),
+                        other,
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+word_enum!(
+    /// What a record asks for; decides the route.
+    Task {
+        Chat = "chat",
+        Code = "code",
+        Summarization = "summarization",
+        Translation = "translation",
+        Classification = "classification",
+        Extraction = "extraction",
+        Creative = "creative",
+        Reasoning = "reasoning",
+        Vision = "vision",
+        Agent = "agent",
+        Rag = "rag",
+    }
+);
+
+word_enum!(
+    /// How hard a record is; `complex` may move it up a tier.
+    Complexity {
+        Simple = "simple",
+        Moderate = "moderate",
+        Complex = "complex",
+    }
+);
+
+word_enum!(
+    /// The price/quality tier whose route list is used.
+    Tier {
+        Budget = "budget",
+        Balanced = "balanced",
+        Quality = "quality",
+    }
+);
+
+impl Complexity {
+    pub fn raised(self) -> Complexity {
+        match self {
+            Complexity::Simple => Complexity::Moderate,
+            _ => Complexity::Complex,
+        }
+    }
+}
+
+impl Tier {
+    pub fn next_up(self) -> Tier {
+        match self {
+            Tier::Budget => Tier::Balanced,
+            _ => Tier::Quality,
+        }
+    }
+}
+
+/// One chat message. `content` keeps text parts and images apart so that tokens and
+/// the `vision` task can be derived without re-parsing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub role: String,
+    pub text: String,
+    /// Image parts, with their `detail` ("low", "high", "auto").
+    pub images: Vec<ImageDetail>,
+    /// Optional `name` field (costs a token in OpenAI's chat format).
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageDetail {
+    Low,
+    High,
+}
+
+/// A validated job record, ready for classification and routing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    /// 1-based line (JSONL) or row (Parquet) number in the input.
+    pub line: u64,
+    pub messages: Vec<Message>,
+    pub task: Option<Task>,
+    pub tier: Option<Tier>,
+    pub model: Option<String>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub response_format: Option<serde_json::Value>,
+    pub labels: Option<Vec<String>>,
+    pub tags: Vec<String>,
+    pub max_cost: Option<Usd>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl Job {
+    /// The last user message's text, which the classifier reads first.
+    pub fn last_user_text(&self) -> &str {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.text.as_str())
+            .unwrap_or("")
+    }
+
+    /// The system prompt(s), joined by the classifier as a weaker signal.
+    pub fn system_text(&self) -> impl Iterator<Item = &str> {
+        self.messages
+            .iter()
+            .filter(|m| m.role == "system" || m.role == "developer")
+            .map(|m| m.text.as_str())
+    }
+
+    /// User + assistant messages: a conversation's length in turns.
+    pub fn turns(&self) -> usize {
+        self.messages
+            .iter()
+            .filter(|m| m.role == "user" || m.role == "assistant")
+            .count()
+    }
+
+    pub fn has_images(&self) -> bool {
+        self.messages.iter().any(|m| !m.images.is_empty())
+    }
+}
+
+/// Where a record came from, for error messages: `jobs/x.jsonl:17` or `x.parquet row 17`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    Line(u64),
+    Row(u64),
+}
+
+impl Position {
+    pub fn number(self) -> u64 {
+        match self {
+            Position::Line(n) | Position::Row(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Position::Line(n) => write!(f, "line {n}"),
+            Position::Row(n) => write!(f, "row {n}"),
+        }
+    }
+}
+
+/// A record that could not be used, with where and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Invalid {
+    pub id: String,
+    pub position: Position,
+    pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip() {
+        for t in Task::ALL {
+            assert_eq!(t.as_str().parse::<Task>().unwrap(), *t);
+        }
+        assert_eq!(" Quality ".parse::<Tier>().unwrap(), Tier::Quality);
+        let err = "fast".parse::<Tier>().unwrap_err();
+        assert_eq!(
+            err,
+            "unknown tier 'fast' (expected one of: budget, balanced, quality)"
+        );
+    }
+}

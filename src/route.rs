@@ -1,0 +1,292 @@
+//! The router: a classified record + its tier -> the ordered candidates that may
+//! answer it, each priced. Pure. Eligibility: the prompt plus the output fits the
+//! context window, `max_tokens` fits the model's output cap, the provider is allowed
+//! every tag on the record, and the expected cost fits `max_cost_usd` and what is left
+//! of the budget. No eligible candidate is a reason, not a panic.
+
+use crate::classify::Decision;
+use crate::config::{Config, ModelId};
+use crate::money::Usd;
+use crate::record::{Complexity, Job, Tier};
+use crate::tokens::PromptTokens;
+
+/// A model that may answer the record, with its price for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub model: ModelId,
+    pub input_tokens: u64,
+    /// Expected output tokens: the record's `max_tokens`, else the task default,
+    /// capped by the model's output limit.
+    pub output_tokens: u64,
+    /// input × input price + expected output × output price.
+    pub cost: Usd,
+    /// input × input price + the most output the request allows × output price:
+    /// what a run reserves against the budget before sending.
+    pub worst_cost: Usd,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// The tier whose list was used (after a `complex` upgrade).
+    pub tier: Tier,
+    /// Eligible candidates, in the route's order of preference.
+    pub candidates: Vec<Candidate>,
+}
+
+impl Route {
+    pub fn chosen(&self) -> &Candidate {
+        &self.candidates[0]
+    }
+
+    /// The cheapest eligible candidate (what `--on-budget downgrade` falls back to).
+    pub fn cheapest(&self) -> &Candidate {
+        self.candidates
+            .iter()
+            .min_by_key(|c| c.cost)
+            .expect("a route has candidates")
+    }
+}
+
+/// The tier a record uses: its own, else the run's; `complex` records go one up.
+pub fn effective_tier(cfg: &Config, job: &Job, decision: &Decision, run_tier: Tier) -> Tier {
+    let tier = job.tier.unwrap_or(run_tier);
+    if cfg.complex_upgrades_tier && decision.complexity == Complexity::Complex && job.tier.is_none()
+    {
+        tier.next_up()
+    } else {
+        tier
+    }
+}
+
+/// Prices one model for one record, or says why it cannot take it.
+pub fn price(
+    cfg: &Config,
+    job: &Job,
+    decision: &Decision,
+    model: ModelId,
+    tokens: &mut PromptTokens,
+) -> Result<Candidate, String> {
+    let m = &cfg.models[model];
+    let input = tokens.for_model(m, &job.messages);
+    let cap = u64::from(m.max_output_tokens);
+    let output = match job.max_tokens {
+        Some(t) if u64::from(t) > cap => {
+            return Err(format!(
+                "{}: max_tokens {t} exceeds its output limit {cap}",
+                m.name
+            ))
+        }
+        Some(t) => u64::from(t),
+        None => u64::from(cfg.output_tokens[&decision.task]).min(cap),
+    };
+    if input + output > m.context_window {
+        return Err(format!(
+            "{}: {input} prompt + {output} output tokens exceed its {} context",
+            m.name, m.context_window
+        ));
+    }
+    let provider = cfg.provider_of(model);
+    if let Some(tag) = job.tags.iter().find(|t| !provider.allowed_tags.contains(t)) {
+        return Err(format!(
+            "{}: provider {} is not allowed tag '{tag}'",
+            m.name, m.provider
+        ));
+    }
+    let worst_output = job.max_tokens.map_or(cap, u64::from);
+    let cost = m.input_price.cost(input) + m.output_price.cost(output);
+    let worst_cost = m.input_price.cost(input) + m.output_price.cost(worst_output);
+    if let Some(limit) = job.max_cost {
+        if cost > limit {
+            return Err(format!(
+                "{}: expected cost {cost} exceeds max_cost_usd {limit}",
+                m.name
+            ));
+        }
+    }
+    Ok(Candidate {
+        model,
+        input_tokens: input,
+        output_tokens: output,
+        cost,
+        worst_cost,
+    })
+}
+
+/// Routes a record: the candidates of its task × tier (or its pinned model) that are
+/// eligible, or why none is.
+pub fn route(
+    cfg: &Config,
+    job: &Job,
+    decision: &Decision,
+    run_tier: Tier,
+    tokens: &mut PromptTokens,
+) -> Result<Route, String> {
+    let tier = effective_tier(cfg, job, decision, run_tier);
+    let pinned;
+    let list: &[ModelId] = match &job.model {
+        Some(name) => {
+            pinned = [cfg
+                .model_id(name)
+                .ok_or_else(|| format!("pinned model '{name}' is not in the catalog"))?];
+            &pinned
+        }
+        None => cfg.route(decision.task, tier),
+    };
+    let mut candidates = Vec::with_capacity(list.len());
+    let mut rejected = Vec::new();
+    for &id in list {
+        match price(cfg, job, decision, id, tokens) {
+            Ok(c) => candidates.push(c),
+            Err(why) => rejected.push(why),
+        }
+    }
+    if candidates.is_empty() {
+        let what = match &job.model {
+            Some(_) => "pinned model".to_string(),
+            None => format!("{}/{tier}", decision.task),
+        };
+        return Err(format!(
+            "no eligible model for {what}: {}",
+            rejected.join("; ")
+        ));
+    }
+    Ok(Route { tier, candidates })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{ClassifiedBy, Reason};
+    use crate::record::{Message, Task};
+
+    fn job(text: &str) -> Job {
+        Job {
+            id: "1".into(),
+            line: 1,
+            messages: vec![Message {
+                role: "user".into(),
+                text: text.into(),
+                images: vec![],
+                name: None,
+            }],
+            task: None,
+            tier: None,
+            model: None,
+            max_tokens: Some(100),
+            temperature: None,
+            response_format: None,
+            labels: None,
+            tags: vec![],
+            max_cost: None,
+            metadata: None,
+        }
+    }
+
+    fn decision(task: Task, complexity: Complexity) -> Decision {
+        Decision {
+            task,
+            complexity,
+            classified_by: ClassifiedBy::Explicit,
+            reason: Reason::Explicit,
+            margin: 0,
+        }
+    }
+
+    #[test]
+    fn prices_exactly() {
+        let cfg = Config::embedded();
+        let j = job("hello world"); // 9 prompt tokens with chat overhead
+        let r = route(
+            &cfg,
+            &j,
+            &decision(Task::Summarization, Complexity::Simple),
+            Tier::Balanced,
+            &mut PromptTokens::default(),
+        )
+        .unwrap();
+        let c = r.chosen();
+        assert_eq!(cfg.models[c.model].name, "deepseek-v4-flash");
+        assert_eq!((c.input_tokens, c.output_tokens), (9, 100));
+        // 9 × $0.14/M + 100 × $0.28/M = $0.00000126 + $0.000028
+        assert_eq!(c.cost.exact(), "0.000029260000");
+    }
+
+    #[test]
+    fn tags_exclude_providers() {
+        let cfg = Config::embedded();
+        let mut j = job("summarize this");
+        j.tags = vec!["pii".into()];
+        let r = route(
+            &cfg,
+            &j,
+            &decision(Task::Summarization, Complexity::Simple),
+            Tier::Balanced,
+            &mut PromptTokens::default(),
+        )
+        .unwrap();
+        assert!(r.candidates.iter().all(|c| cfg
+            .provider_of(c.model)
+            .allowed_tags
+            .contains(&"pii".to_string())));
+        assert_eq!(cfg.models[r.chosen().model].name, "gpt-4o-mini");
+        j.tags = vec!["secret".into()];
+        let err = route(
+            &cfg,
+            &j,
+            &decision(Task::Summarization, Complexity::Simple),
+            Tier::Balanced,
+            &mut PromptTokens::default(),
+        )
+        .unwrap_err();
+        assert!(err.starts_with("no eligible model for summarization/balanced: deepseek-v4-flash: provider deepseek is not allowed tag 'secret'"), "{err}");
+    }
+
+    #[test]
+    fn complex_goes_up_a_tier_and_max_cost_filters() {
+        let cfg = Config::embedded();
+        let j = job("x");
+        let r = route(
+            &cfg,
+            &j,
+            &decision(Task::Code, Complexity::Complex),
+            Tier::Balanced,
+            &mut PromptTokens::default(),
+        )
+        .unwrap();
+        assert_eq!(r.tier, Tier::Quality);
+        let mut j = job("x");
+        j.max_cost = Some(Usd::parse("0.0005").unwrap());
+        let r = route(
+            &cfg,
+            &j,
+            &decision(Task::Code, Complexity::Moderate),
+            Tier::Balanced,
+            &mut PromptTokens::default(),
+        )
+        .unwrap();
+        // gpt-4o at 100 output tokens costs $0.001+: filtered; deepseek-v4-pro stays.
+        assert_eq!(r.candidates.len(), 1);
+        assert_eq!(cfg.models[r.chosen().model].name, "deepseek-v4-pro");
+    }
+
+    #[test]
+    fn context_window_restricts() {
+        let cfg = Config::embedded();
+        let mut j = job("x");
+        j.max_tokens = None;
+        j.model = Some("glm-4v".into());
+        j.messages[0].text = "word ".repeat(9000);
+        let err = route(
+            &cfg,
+            &j,
+            &decision(Task::Vision, Complexity::Simple),
+            Tier::Balanced,
+            &mut PromptTokens::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("glm-4v: 9008 prompt + 300 output tokens exceed its 8192 context"),
+            "{err}"
+        );
+    }
+}

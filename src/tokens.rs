@@ -1,0 +1,108 @@
+//! Token counting with OpenAI's BPE vocabularies (o200k, cl100k), including the chat
+//! format's per-message overhead and image parts. The count for a model applies that
+//! model's `token_factor` for providers whose tokenizer differs from OpenAI's.
+
+use crate::config::{Model, Tokenizer};
+use crate::record::{ImageDetail, Message};
+
+/// Chat format overhead (OpenAI cookbook, gpt-4o/gpt-4): every message is wrapped in
+/// 3 tokens, a `name` costs 1 more, and every reply is primed with 3.
+const TOKENS_PER_MESSAGE: u64 = 3;
+const TOKENS_PER_NAME: u64 = 1;
+const REPLY_PRIMING: u64 = 3;
+/// Image parts: `detail: low` is a flat 85 tokens; `high`/`auto` is priced as a
+/// 1024×1024 image (85 + 4 tiles × 170), since the pixels are not fetched.
+const IMAGE_LOW_TOKENS: u64 = 85;
+const IMAGE_HIGH_TOKENS: u64 = 765;
+
+pub fn count_text(tokenizer: Tokenizer, text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    let bpe = match tokenizer {
+        Tokenizer::O200k => bpe_openai::o200k_base(),
+        Tokenizer::Cl100k => bpe_openai::cl100k_base(),
+    };
+    bpe.count(text) as u64
+}
+
+/// Prompt tokens of a chat request as the provider will count them.
+pub fn count_messages(tokenizer: Tokenizer, messages: &[Message]) -> u64 {
+    let mut total = REPLY_PRIMING;
+    for m in messages {
+        total +=
+            TOKENS_PER_MESSAGE + count_text(tokenizer, &m.role) + count_text(tokenizer, &m.text);
+        if let Some(name) = &m.name {
+            total += TOKENS_PER_NAME + count_text(tokenizer, name);
+        }
+        for img in &m.images {
+            total += match img {
+                ImageDetail::Low => IMAGE_LOW_TOKENS,
+                ImageDetail::High => IMAGE_HIGH_TOKENS,
+            };
+        }
+    }
+    total
+}
+
+/// Counts a record's prompt once per tokenizer and answers per model.
+#[derive(Debug, Default, Clone)]
+pub struct PromptTokens {
+    o200k: Option<u64>,
+    cl100k: Option<u64>,
+}
+
+impl PromptTokens {
+    pub fn bpe(&mut self, tokenizer: Tokenizer, messages: &[Message]) -> u64 {
+        let slot = match tokenizer {
+            Tokenizer::O200k => &mut self.o200k,
+            Tokenizer::Cl100k => &mut self.cl100k,
+        };
+        *slot.get_or_insert_with(|| count_messages(tokenizer, messages))
+    }
+
+    /// Input tokens for `model`: its tokenizer's count times its correction factor.
+    pub fn for_model(&mut self, model: &Model, messages: &[Message]) -> u64 {
+        let n = self.bpe(model.tokenizer, messages);
+        if model.token_factor == 1.0 {
+            n
+        } else {
+            (n as f64 * model.token_factor).ceil() as u64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(text: &str) -> Message {
+        Message {
+            role: "user".into(),
+            text: text.into(),
+            images: vec![],
+            name: None,
+        }
+    }
+
+    #[test]
+    fn counts_known_strings() {
+        // Reference counts from OpenAI's tiktoken.
+        assert_eq!(count_text(Tokenizer::O200k, "hello world"), 2);
+        assert_eq!(count_text(Tokenizer::Cl100k, "hello world"), 2);
+        assert_eq!(count_text(Tokenizer::O200k, ""), 0);
+    }
+
+    #[test]
+    fn chat_overhead_matches_the_cookbook() {
+        // 3 priming + 3 wrapper + 1 ("user") + 2 ("hello world")
+        assert_eq!(count_messages(Tokenizer::O200k, &[user("hello world")]), 9);
+    }
+
+    #[test]
+    fn images_are_priced_by_detail() {
+        let mut m = user("");
+        m.images = vec![ImageDetail::Low, ImageDetail::High];
+        assert_eq!(count_messages(Tokenizer::O200k, &[m]), 3 + 3 + 1 + 85 + 765);
+    }
+}
