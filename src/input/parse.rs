@@ -138,7 +138,7 @@ pub fn parse_record(bytes: &[u8], number: u64, batch_model: BatchModel) -> Parse
         Ok(r) => r,
         Err(_) => {
             return Parsed {
-                id: None,
+                id: salvage_id(text),
                 job: Err(describe_json_error(text)),
             }
         }
@@ -146,6 +146,17 @@ pub fn parse_record(bytes: &[u8], number: u64, batch_model: BatchModel) -> Parse
     let id = raw.id.clone().or_else(|| raw.custom_id.clone());
     let job = build(raw, number, batch_model);
     Parsed { id, job }
+}
+
+/// The id of a record that is valid JSON but not a valid record, so its error row
+/// keeps the id the user gave.
+fn salvage_id(text: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    match v.get("id").or_else(|| v.get("custom_id"))? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// Re-parses a failing record with path tracking to name the field that is wrong.

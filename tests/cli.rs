@@ -1,0 +1,631 @@
+//! End-to-end tests of the built binary: what a user sees on stdout, stderr and in the
+//! exit code, for `plan`, `classify` and `models`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::cargo_bin("switchyard").unwrap();
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    for var in [
+        "SWITCHYARD_CONFIG",
+        "SWITCHYARD_PRICES",
+        "SWITCHYARD_TIER",
+        "SWITCHYARD_BUDGET",
+        "SWITCHYARD_BASELINE",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(args: &[&str]) -> Out {
+    run_with(bin().args(args))
+}
+
+fn run_with(cmd: &mut Command) -> Out {
+    let o = cmd.output().unwrap();
+    Out {
+        code: o.status.code().unwrap(),
+        stdout: String::from_utf8_lossy(&o.stdout).into(),
+        stderr: String::from_utf8_lossy(&o.stderr).into(),
+    }
+}
+
+fn plan_json(args: &[&str]) -> Value {
+    let mut all = vec!["plan"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--format", "json"]);
+    let o = run(&all);
+    assert!(o.code == 0 || o.code == 1, "exit {}: {}", o.code, o.stderr);
+    serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", o.stdout))
+}
+
+#[test]
+fn hand_checked_costs_to_the_pico_dollar() {
+    // Prompt tokens (o200k + chat overhead): "hello world" as one user message = 9;
+    // with the same text as a system message too = 15. claude: ceil(9 × 1.15) = 11.
+    //   a  summarization -> deepseek-v4-flash:  9 × 0.14 + 100 × 0.28   =    29.26 µ$
+    //   b  pinned gpt-4o:                       9 × 2.50 + 1000 × 10.00 = 10022.50 µ$
+    //   c  classification -> deepseek-v4-flash: 15 × 0.14 + 1 × 0.28    =     2.38 µ$
+    //   d  pinned claude-sonnet-4.6:            11 × 3.00 + 10 × 15.00  =   183.00 µ$
+    // Baseline gpt-4o on the same tokens: 1022.5 + 10022.5 + 47.5 + 127.5 = 11220 µ$.
+    let v = plan_json(&["fixtures/hand_checked.jsonl"]);
+    assert_eq!(v["total_cost_exact"], "0.010237140000");
+    assert_eq!(v["total_cost_usd"].as_f64().unwrap(), 0.01023714);
+    assert_eq!(v["baseline_cost_usd"].as_f64().unwrap(), 0.01122);
+    assert_eq!(v["requests"], 4);
+    assert_eq!(v["input_tokens"], 9 + 9 + 15 + 11);
+    assert_eq!(v["output_tokens"], 100 + 1000 + 1 + 10);
+    let models: Vec<(&str, f64)> = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["model"].as_str().unwrap(),
+                m["cost_usd"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        models,
+        vec![
+            ("claude-sonnet-4.6", 0.000183),
+            ("deepseek-v4-flash", 0.00003164),
+            ("gpt-4o", 0.0100225)
+        ]
+    );
+
+    let o = run(&["classify", "fixtures/hand_checked.jsonl"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let first: Value = serde_json::from_str(o.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["id"], "a");
+    assert_eq!(first["model"], "deepseek-v4-flash");
+    assert_eq!(first["classified_by"], "explicit");
+    assert_eq!(first["input_tokens"], 9);
+    assert_eq!(first["est_cost_usd"].as_f64().unwrap(), 0.00002926);
+}
+
+#[test]
+fn plan_table_names_models_total_and_saving() {
+    let o = run(&["plan", "fixtures/hand_checked.jsonl"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout
+            .contains("4 records (4 routed, 0 invalid, 0 unroutable)"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("$0.010237"), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("baseline gpt-4o: $0.011220 for the same tokens; routing saves 8.8%"),
+        "{}",
+        o.stdout
+    );
+}
+
+#[test]
+fn budget_exit_codes() {
+    let fits = run(&["plan", "fixtures/hand_checked.jsonl", "--budget", "0.02"]);
+    assert_eq!(fits.code, 0, "{}", fits.stderr);
+    assert!(
+        fits.stdout.contains("budget $0.020000: fits"),
+        "{}",
+        fits.stdout
+    );
+    let exact = run(&[
+        "plan",
+        "fixtures/hand_checked.jsonl",
+        "--budget",
+        "0.01023714",
+    ]);
+    assert_eq!(exact.code, 0, "a budget equal to the estimate fits");
+    let over = run(&[
+        "plan",
+        "fixtures/hand_checked.jsonl",
+        "--budget",
+        "0.010237139999",
+    ]);
+    assert_eq!(over.code, 3);
+    assert!(over.stderr.contains("exceeds --budget"), "{}", over.stderr);
+    let env = run_with(
+        bin()
+            .args(["plan", "fixtures/hand_checked.jsonl"])
+            .env("SWITCHYARD_BUDGET", "0.001"),
+    );
+    assert_eq!(env.code, 3, "SWITCHYARD_BUDGET applies like --budget");
+    let bad = run(&["plan", "fixtures/hand_checked.jsonl", "--budget", "ten"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("'ten' is not a USD amount"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn usage_and_input_errors_exit_2() {
+    let missing = run(&["plan", "fixtures/nope.jsonl"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("cannot open fixtures/nope.jsonl"),
+        "{}",
+        missing.stderr
+    );
+    let baseline = run(&["plan", "fixtures/hand_checked.jsonl", "--baseline", "gpt-9"]);
+    assert_eq!(baseline.code, 2);
+    assert!(
+        baseline
+            .stderr
+            .contains("baseline model `gpt-9` is not in the catalog"),
+        "{}",
+        baseline.stderr
+    );
+    let tier = run(&["plan", "fixtures/hand_checked.jsonl", "--tier", "cheap"]);
+    assert_eq!(tier.code, 2);
+    assert!(
+        tier.stderr.contains("unknown tier 'cheap'"),
+        "{}",
+        tier.stderr
+    );
+}
+
+#[test]
+fn bad_lines_are_reported_and_the_rest_runs() {
+    let o = run(&["classify", "fixtures/bad_lines.jsonl"]);
+    assert_eq!(o.code, 1, "some records invalid -> exit 1");
+    let f = "fixtures/bad_lines.jsonl";
+    for expected in [
+        format!("{f}: line 2: not valid JSON"),
+        format!("{f}: line 3: not valid UTF-8"),
+        format!("{f}: line 4: no `prompt` or `messages`"),
+        format!("{f}: line 6: duplicate id 'ok-1' (first seen at line 1)"),
+        format!("{f}: line 7: field `max_tokens`: expected a non-negative integer, got \"lots\""),
+    ] {
+        assert!(
+            o.stderr.contains(&expected),
+            "missing {expected:?} in:\n{}",
+            o.stderr
+        );
+    }
+    let lines: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let statuses: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["id"].as_str().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("ok-1", "ok"),
+            ("2", "invalid_input"),
+            ("3", "invalid_input"),
+            ("no-prompt", "invalid_input"),
+            ("ok-1", "invalid_input"),
+            ("bad-type", "invalid_input"),
+            ("ok-2", "ok"),
+        ],
+        "every non-blank line accounted for once, in order"
+    );
+    let plan = plan_json(&["fixtures/bad_lines.jsonl"]);
+    assert_eq!(
+        (
+            plan["records"].as_u64(),
+            plan["invalid"].as_u64(),
+            plan["requests"].as_u64()
+        ),
+        (Some(7), Some(5), Some(2))
+    );
+
+    let strict = run(&["plan", "fixtures/bad_lines.jsonl", "--strict"]);
+    assert_eq!(strict.code, 2);
+    assert!(
+        strict
+            .stderr
+            .contains("error: fixtures/bad_lines.jsonl: line 2: not valid JSON"),
+        "{}",
+        strict.stderr
+    );
+    assert!(
+        !strict.stderr.contains("line 3"),
+        "strict stops at the first: {}",
+        strict.stderr
+    );
+}
+
+#[test]
+fn unroutable_records_fail_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("tagged.jsonl");
+    std::fs::write(
+        &job,
+        "{\"id\":\"s\",\"prompt\":\"Summarize: x\",\"tags\":[\"secret\"]}\n{\"id\":\"p\",\"prompt\":\"Summarize: y\",\"tags\":[\"pii\"]}\n",
+    )
+    .unwrap();
+    let o = run(&["classify", job.to_str().unwrap()]);
+    assert_eq!(o.code, 1);
+    let lines: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["status"], "failed");
+    assert!(lines[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("is not allowed tag 'secret'"));
+    assert_eq!(lines[1]["status"], "ok");
+    assert_eq!(
+        lines[1]["model"], "gpt-4o-mini",
+        "pii goes only to providers allowed it"
+    );
+}
+
+/// Writes `records` (JSON objects) as Parquet with `messages` as list<struct<role, content>>.
+fn write_parquet(path: &Path, records: &[Value]) {
+    use arrow::datatypes::{DataType, Field, Fields, Schema};
+    let msg = DataType::Struct(Fields::from(vec![
+        Field::new("role", DataType::Utf8, false),
+        Field::new("content", DataType::Utf8, true),
+    ]));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, true),
+        Field::new("prompt", DataType::Utf8, true),
+        Field::new(
+            "messages",
+            DataType::List(Arc::new(Field::new("item", msg, true))),
+            true,
+        ),
+        Field::new("max_tokens", DataType::Int64, true),
+    ]));
+    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+    let reader = arrow::json::ReaderBuilder::new(schema.clone())
+        .build(text.as_bytes())
+        .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    for batch in reader {
+        w.write(&batch.unwrap()).unwrap();
+    }
+    w.close().unwrap();
+}
+
+#[test]
+fn every_input_form_gives_the_same_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let src =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/mixed.jsonl"))
+            .unwrap();
+    let records: Vec<Value> = src
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Half the records as `messages`, so both shapes are in every form.
+    let records: Vec<Value> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut r)| {
+            if i % 2 == 1 {
+                let p = r.as_object_mut().unwrap().remove("prompt").unwrap();
+                r["messages"] = serde_json::json!([{"role": "user", "content": p}]);
+            }
+            r["max_tokens"] = Value::from(50 + i);
+            r
+        })
+        .collect();
+    let jsonl: String = records.iter().map(|r| format!("{r}\n")).collect();
+    let p = |name: &str| -> PathBuf { dir.path().join(name) };
+    std::fs::write(p("job.jsonl"), &jsonl).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(jsonl.as_bytes()).unwrap();
+    std::fs::write(p("job.jsonl.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::write(
+        p("job.jsonl.zst"),
+        zstd::encode_all(jsonl.as_bytes(), 3).unwrap(),
+    )
+    .unwrap();
+    write_parquet(&p("job.parquet"), &records);
+    let batch: String = records
+        .iter()
+        .map(|r| {
+            let messages = r
+                .get("messages")
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!([{"role": "user", "content": r["prompt"]}]));
+            let line = serde_json::json!({
+                "custom_id": r["id"], "method": "POST", "url": "/v1/chat/completions",
+                "body": {"messages": messages, "max_tokens": r["max_tokens"]},
+            });
+            format!("{line}\n")
+        })
+        .collect();
+    std::fs::write(p("batch.jsonl"), batch).unwrap();
+
+    let strip = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("input");
+        v
+    };
+    let reference = strip(plan_json(&[p("job.jsonl").to_str().unwrap()]));
+    assert_eq!(reference["records"], 100);
+    assert_eq!(reference["invalid"], 0);
+    for form in [
+        "job.jsonl.gz",
+        "job.jsonl.zst",
+        "job.parquet",
+        "batch.jsonl",
+    ] {
+        assert_eq!(
+            strip(plan_json(&[p(form).to_str().unwrap()])),
+            reference,
+            "{form}"
+        );
+    }
+    let o = run_with(
+        bin()
+            .args(["plan", "-", "--format", "json"])
+            .write_stdin(jsonl),
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        strip(serde_json::from_str(&o.stdout).unwrap()),
+        reference,
+        "stdin"
+    );
+}
+
+#[test]
+fn report_parquet_has_the_design_columns() {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{Float64Type, Int64Type};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("estimate.parquet");
+    let o = run(&[
+        "plan",
+        "fixtures/hand_checked.jsonl",
+        "--report",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let file = std::fs::File::open(&out).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batch = reader.map(Result::unwrap).next().unwrap();
+    let names: Vec<String> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "model",
+            "provider",
+            "requests",
+            "ok",
+            "failed",
+            "escalated",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "share_of_cost",
+            "latency_p50_ms",
+            "latency_p95_ms",
+            "baseline_cost_usd",
+            "savings_pct"
+        ]
+    );
+    assert_eq!(batch.num_rows(), 4, "three models and the total");
+    let model = batch.column(0).as_string::<i32>();
+    assert_eq!(model.value(3), "total");
+    assert!(batch.column(1).is_null(3), "the total row has no provider");
+    assert_eq!(batch.column(2).as_primitive::<Int64Type>().value(3), 4);
+    let cost = batch.column(8).as_primitive::<Float64Type>();
+    assert_eq!(cost.value(3), 0.01023714);
+    assert_eq!(
+        batch.column(12).as_primitive::<Float64Type>().value(3),
+        0.01122
+    );
+    assert!(!dir.path().join("estimate.parquet.tmp").exists());
+}
+
+#[test]
+fn config_layers_and_its_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[providers.deepseek]\nbase_url = \"http://127.0.0.1:1/v1\"\nrmp = 5\n[models.\"deepseek-v4-flash\"]\ninput_per_mtok = 1.0\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "models",
+        "--format",
+        "json",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("unknown key `providers.deepseek.rmp` ignored"),
+        "{}",
+        o.stderr
+    );
+    let models: Value = serde_json::from_str(&o.stdout).unwrap();
+    let flash = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "deepseek-v4-flash")
+        .unwrap();
+    assert_eq!(flash["input_per_mtok"], 1.0, "the file's field wins");
+    assert_eq!(
+        flash["output_per_mtok"], 0.28,
+        "fields the file does not set keep the default"
+    );
+    assert_eq!(flash["price_source"], "config");
+    assert_eq!(
+        models.as_array().unwrap().len(),
+        11,
+        "the default catalog is kept"
+    );
+
+    std::fs::write(&cfg, "[routes.code]\nbalanced = [\"gpt-9\"]\n").unwrap();
+    let o = run(&[
+        "plan",
+        "fixtures/hand_checked.jsonl",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr
+            .contains("route `code.balanced` names unknown model `gpt-9`"),
+        "{}",
+        o.stderr
+    );
+
+    std::fs::write(&cfg, "[models.x]\nprovider = \"nowhere\"\ninput_per_mtok = 1\noutput_per_mtok = 1\ncontext_window = 1\n").unwrap();
+    let o = run(&["models", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.code, 2);
+    assert!(
+        o.stderr
+            .contains("model `x` names unknown provider `nowhere`"),
+        "{}",
+        o.stderr
+    );
+
+    std::fs::write(&cfg, "[providers.openai\n").unwrap();
+    let o = run(&["models", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("is not valid TOML"), "{}", o.stderr);
+}
+
+#[test]
+fn litellm_prices_import() {
+    let o = run(&[
+        "models",
+        "--format",
+        "json",
+        "--prices",
+        "fixtures/litellm_prices.json",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let models: Value = serde_json::from_str(&o.stdout).unwrap();
+    let get = |n: &str| {
+        models
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    let flash = get("deepseek-v4-flash");
+    assert_eq!(
+        (
+            flash["input_per_mtok"].as_f64(),
+            flash["output_per_mtok"].as_f64()
+        ),
+        (Some(0.2), Some(0.4))
+    );
+    assert_eq!(flash["context_window"], 64000);
+    assert_eq!(flash["price_source"], "litellm");
+    assert_eq!(
+        get("glm-4-flash")["price_source"],
+        "default",
+        "models the file lacks keep their price"
+    );
+    // The import changes the plan: record a is now 9 × 0.2 + 100 × 0.4 = 41.8 µ$.
+    let o = run(&[
+        "classify",
+        "fixtures/hand_checked.jsonl",
+        "--prices",
+        "fixtures/litellm_prices.json",
+    ]);
+    let first: Value = serde_json::from_str(o.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["est_cost_usd"].as_f64().unwrap(), 0.0000418);
+}
+
+#[test]
+fn classifier_accuracy_floor_on_labelled_fixtures() {
+    let o = run(&["classify", "fixtures/classifier_labelled.jsonl"]);
+    let src = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/classifier_labelled.jsonl"),
+    )
+    .unwrap();
+    // The fixture carries `task`, which would skip classification: strip it first.
+    let stripped: String = src
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("task");
+            format!("{v}\n")
+        })
+        .collect();
+    assert_eq!(o.code, 0);
+    let o = run_with(bin().args(["classify", "-"]).write_stdin(stripped));
+    let got: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let want: Vec<Value> = src
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), want.len());
+    let ok = got
+        .iter()
+        .zip(&want)
+        .filter(|(g, w)| g["task"] == w["task"])
+        .count();
+    let accuracy = ok as f64 / want.len() as f64;
+    assert!(
+        accuracy >= 0.95,
+        "classifier accuracy fell to {ok}/{}",
+        want.len()
+    );
+}
+
+#[test]
+fn models_table_lists_the_catalog() {
+    let o = run(&["models"]);
+    assert_eq!(o.code, 0);
+    let line = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("deepseek-v4-flash"))
+        .unwrap();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        cols,
+        [
+            "deepseek-v4-flash",
+            "deepseek",
+            "0.140",
+            "0.280",
+            "128,000",
+            "8,192",
+            "default"
+        ]
+    );
+}
