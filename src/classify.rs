@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 use crate::config::ClassifierConfig;
 use crate::record::{Complexity, Job, Task};
@@ -458,6 +458,7 @@ static AUTOMATON: LazyLock<Automaton> = LazyLock::new(|| {
     let ac = AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::Standard)
+        .kind(Some(AhoCorasickKind::DFA))
         .build(&patterns)
         .expect("cue patterns build");
     Automaton { ac, prefix }
@@ -568,10 +569,9 @@ fn tail(s: &str, n: usize) -> &str {
 fn shapes(text: &str) -> (u16, u16) {
     let b = text.as_bytes();
     let (mut code, mut math) = (0u16, 0u16);
-    if text.contains("```") {
-        code += 12;
-    }
     let mut numbers = 0u16;
+    let mut fence = false;
+    let mut keyword = false;
     for i in 0..b.len() {
         let prev = if i > 0 { b[i - 1] } else { b' ' };
         let next = b.get(i + 1).copied().unwrap_or(b' ');
@@ -590,10 +590,21 @@ fn shapes(text: &str) -> (u16, u16) {
             }
             b'0'..=b'9' if !prev.is_ascii_digit() && prev != b'.' && prev != b',' => numbers += 1,
             b'$' if next.is_ascii_digit() => math += 2,
+            b'`' if b[i..].starts_with(b"```") => fence = true,
+            b'#' if b[i..].starts_with(b"#include") => keyword = true,
+            b'd' | b'f'
+                if !is_word(prev)
+                    && (b[i..].starts_with(b"def ") || b[i..].starts_with(b"fn ")) =>
+            {
+                keyword = true
+            }
             _ => {}
         }
     }
-    if text.contains("def ") || text.contains("#include") || text.contains("fn ") {
+    if fence {
+        code += 12;
+    }
+    if keyword {
         code += 3;
     }
     math += match numbers {

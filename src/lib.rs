@@ -13,6 +13,7 @@ pub mod input;
 pub mod money;
 pub mod pipeline;
 pub mod plan;
+pub mod pretokenize;
 pub mod record;
 pub mod report;
 pub mod route;

@@ -2,7 +2,12 @@
 //! format's per-message overhead and image parts. The count for a model applies that
 //! model's `token_factor` for providers whose tokenizer differs from OpenAI's.
 
+use std::cell::RefCell;
+
+use rustc_hash::FxHashMap;
+
 use crate::config::{Model, Tokenizer};
+use crate::pretokenize;
 use crate::record::{ImageDetail, Message};
 
 /// Chat format overhead (OpenAI cookbook, gpt-4o/gpt-4): every message is wrapped in
@@ -15,15 +20,65 @@ const REPLY_PRIMING: u64 = 3;
 const IMAGE_LOW_TOKENS: u64 = 85;
 const IMAGE_HIGH_TOKENS: u64 = 765;
 
+/// Pieces (pre-tokenizer splits) up to this many bytes have their counts cached.
+const CACHED_PIECE_BYTES: usize = 15;
+/// Cached pieces per thread and tokenizer before the cache starts over.
+const CACHE_ENTRIES: usize = 1 << 16;
+
+/// A short piece packed into one integer (its bytes, then its length in the top
+/// byte): exact, no allocation, and hashed in two multiplications.
+type PieceKey = u128;
+
+fn piece_key(bytes: &[u8]) -> PieceKey {
+    let mut key = [0u8; 16];
+    key[..bytes.len()].copy_from_slice(bytes);
+    key[15] = bytes.len() as u8;
+    u128::from_le_bytes(key)
+}
+
+thread_local! {
+    /// Per-thread piece -> token count, per tokenizer. Text repeats its words, and a
+    /// lookup is far cheaper than a BPE encoding of the piece.
+    static PIECE_COUNTS: RefCell<[FxHashMap<PieceKey, u32>; 2]> = RefCell::default();
+}
+
+/// The number of tokens `text` encodes to (no special tokens), exactly as tiktoken.
 pub fn count_text(tokenizer: Tokenizer, text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    let bpe = match tokenizer {
-        Tokenizer::O200k => bpe_openai::o200k_base(),
-        Tokenizer::Cl100k => bpe_openai::cl100k_base(),
+    let (bpe, slot) = match tokenizer {
+        Tokenizer::O200k => (bpe_openai::o200k_base(), 0),
+        Tokenizer::Cl100k => (bpe_openai::cl100k_base(), 1),
     };
-    bpe.count(text) as u64
+    PIECE_COUNTS.with_borrow_mut(|caches| {
+        let cache = &mut caches[slot];
+        let mut total = 0u64;
+        let mut count_piece = |bytes: &[u8]| {
+            total += if bytes.len() > CACHED_PIECE_BYTES {
+                bpe.bpe.count(bytes) as u64
+            } else {
+                let key = piece_key(bytes);
+                if let Some(n) = cache.get(&key) {
+                    u64::from(*n)
+                } else {
+                    let n = bpe.bpe.count(bytes) as u32;
+                    if cache.len() >= CACHE_ENTRIES {
+                        cache.clear();
+                    }
+                    cache.insert(key, n);
+                    u64::from(n)
+                }
+            };
+        };
+        if tokenizer == Tokenizer::O200k && pretokenize::is_plain_ascii(text.as_bytes()) {
+            pretokenize::for_each_piece(text.as_bytes(), count_piece);
+        } else {
+            bpe.split(text)
+                .for_each(|piece| count_piece(piece.as_bytes()));
+        }
+        total
+    })
 }
 
 /// Prompt tokens of a chat request as the provider will count them.

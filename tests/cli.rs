@@ -191,7 +191,7 @@ fn bad_lines_are_reported_and_the_rest_runs() {
         format!("{f}: line 2: not valid JSON"),
         format!("{f}: line 3: not valid UTF-8"),
         format!("{f}: line 4: no `prompt` or `messages`"),
-        format!("{f}: line 6: duplicate id 'ok-1' (first seen at line 1)"),
+        format!("{f}: line 6: duplicate id 'ok-1' (an earlier record has it)"),
         format!("{f}: line 7: field `max_tokens`: expected a non-negative integer, got \"lots\""),
     ] {
         assert!(

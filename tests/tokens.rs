@@ -79,3 +79,34 @@ fn chat_counts_match_tiktoken_rs_for_gpt_4o() {
     let expected = tiktoken_rs::num_tokens_from_messages("gpt-4o", &theirs).unwrap() as u64;
     assert_eq!(count_messages(Tokenizer::O200k, &ours), expected);
 }
+
+/// Random strings over an alphabet rich in the cases the pre-tokenizer distinguishes
+/// (case changes, contractions, digit runs, punctuation, whitespace runs, newlines).
+#[test]
+fn random_ascii_counts_match_tiktoken() {
+    let o200k = tiktoken_rs::o200k_base().unwrap();
+    let alphabet: &[&str] = &[
+        "a", "b", "Z", "Qu", "ex", "'s", "'T", "'re", "'LL", "'", "0", "12", "3456", " ", "  ",
+        "\t", "\n", "\r\n", " \n ", ".", ",", "!?", "/", "//", "()", "{}", "-", "_", "\"", "#",
+        "@", "x'y", "ABC", "dEf",
+    ];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..20_000 {
+        let mut s = String::new();
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let len = 1 + state % 24;
+        for _ in 0..len {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            s.push_str(alphabet[(state % alphabet.len() as u64) as usize]);
+        }
+        assert_eq!(
+            count_text(Tokenizer::O200k, &s),
+            o200k.encode_ordinary(&s).len() as u64,
+            "{s:?}"
+        );
+    }
+}
