@@ -276,24 +276,35 @@ fn unroutable_records_fail_with_a_reason() {
     );
 }
 
-/// Writes `records` (JSON objects) as Parquet with `messages` as list<struct<role, content>>.
-fn write_parquet(path: &Path, records: &[Value]) {
+/// Writes `records` (JSON objects) as Parquet with `messages` either as
+/// list<struct<role, content>> or as a JSON string column.
+fn write_parquet(path: &Path, records: &[Value], messages_as_json_string: bool) {
     use arrow::datatypes::{DataType, Field, Fields, Schema};
     let msg = DataType::Struct(Fields::from(vec![
         Field::new("role", DataType::Utf8, false),
         Field::new("content", DataType::Utf8, true),
     ]));
+    let messages_type = if messages_as_json_string {
+        DataType::Utf8
+    } else {
+        DataType::List(Arc::new(Field::new("item", msg, true)))
+    };
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Utf8, true),
         Field::new("prompt", DataType::Utf8, true),
-        Field::new(
-            "messages",
-            DataType::List(Arc::new(Field::new("item", msg, true))),
-            true,
-        ),
+        Field::new("messages", messages_type, true),
         Field::new("max_tokens", DataType::Int64, true),
     ]));
-    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+    let text: String = records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if let (true, Some(m)) = (messages_as_json_string, r.get("messages").cloned()) {
+                r["messages"] = Value::String(m.to_string());
+            }
+            format!("{r}\n")
+        })
+        .collect();
     let reader = arrow::json::ReaderBuilder::new(schema.clone())
         .build(text.as_bytes())
         .unwrap();
@@ -339,7 +350,8 @@ fn every_input_form_gives_the_same_plan() {
         zstd::encode_all(jsonl.as_bytes(), 3).unwrap(),
     )
     .unwrap();
-    write_parquet(&p("job.parquet"), &records);
+    write_parquet(&p("job.parquet"), &records, false);
+    write_parquet(&p("job-json-messages.parquet"), &records, true);
     let batch: String = records
         .iter()
         .map(|r| {
@@ -367,6 +379,7 @@ fn every_input_form_gives_the_same_plan() {
         "job.jsonl.gz",
         "job.jsonl.zst",
         "job.parquet",
+        "job-json-messages.parquet",
         "batch.jsonl",
     ] {
         assert_eq!(
