@@ -5,6 +5,7 @@
 //! whole job, `report` writes the cost report; `app` wires them into commands.
 
 pub mod app;
+pub mod budget;
 pub mod catalog;
 pub mod classify;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod input;
 pub mod money;
 pub mod pipeline;
 pub mod plan;
+pub mod policy;
 pub mod pretokenize;
 pub mod record;
 pub mod report;
