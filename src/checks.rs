@@ -1,0 +1,287 @@
+//! Escalation checks on an answer: pure functions from (record, task, answer) to the
+//! first reason the answer is weak, if any. Each check can be switched off in config;
+//! the executor (issue #3) re-asks a stronger model when one fires.
+
+use crate::record::{Job, Task};
+
+/// Why an answer is escalated. `as_str` is what results record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weakness {
+    Empty,
+    Truncated,
+    Refusal,
+    CodeStub,
+    Hedging,
+    LabelOutsideSet,
+    InvalidJson,
+}
+
+impl Weakness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Weakness::Empty => "empty",
+            Weakness::Truncated => "truncated",
+            Weakness::Refusal => "refusal",
+            Weakness::CodeStub => "code_stub",
+            Weakness::Hedging => "hedging",
+            Weakness::LabelOutsideSet => "label_outside_set",
+            Weakness::InvalidJson => "invalid_json",
+        }
+    }
+}
+
+/// Which checks run (all by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckSet {
+    pub empty: bool,
+    pub truncated: bool,
+    pub refusal: bool,
+    pub code_stub: bool,
+    pub hedging: bool,
+    pub labels: bool,
+    pub json: bool,
+}
+
+impl Default for CheckSet {
+    fn default() -> CheckSet {
+        CheckSet {
+            empty: true,
+            truncated: true,
+            refusal: true,
+            code_stub: true,
+            hedging: true,
+            labels: true,
+            json: true,
+        }
+    }
+}
+
+const REFUSALS: &[&str] = &[
+    "i can't help with",
+    "i cannot help with",
+    "i can't assist with",
+    "i cannot assist with",
+    "i'm unable to",
+    "i am unable to",
+    "i won't be able to",
+    "i'm sorry, but i can't",
+    "i'm sorry, but i cannot",
+    "as an ai language model, i cannot",
+];
+
+const HEDGES: &[&str] = &[
+    "not entirely sure",
+    "might be wrong",
+    "i'm not sure",
+    "i am not sure",
+    "i may be mistaken",
+    "i could be wrong",
+];
+
+/// Markers of an unfinished code answer, matched case-sensitively on code lines.
+const STUBS: &[&str] = &[
+    "TODO",
+    "FIXME",
+    "unimplemented!",
+    "todo!()",
+    "NotImplementedError",
+    "your code here",
+    "placeholder",
+];
+
+/// The first weakness of `answer`, or `None` when it passes every enabled check.
+pub fn check(
+    job: &Job,
+    task: Task,
+    answer: &str,
+    finish_reason: Option<&str>,
+    on: &CheckSet,
+) -> Option<Weakness> {
+    let trimmed = answer.trim();
+    if on.empty && trimmed.is_empty() {
+        return Some(Weakness::Empty);
+    }
+    if on.truncated && finish_reason == Some("length") {
+        return Some(Weakness::Truncated);
+    }
+    let head = trimmed.chars().take(200).collect::<String>().to_lowercase();
+    if on.refusal && REFUSALS.iter().any(|r| head.contains(r)) {
+        return Some(Weakness::Refusal);
+    }
+    if on.code_stub && task == Task::Code && has_stub(trimmed) {
+        return Some(Weakness::CodeStub);
+    }
+    if on.hedging && task == Task::Reasoning {
+        let lower = trimmed.to_lowercase();
+        if HEDGES.iter().any(|h| lower.contains(h)) {
+            return Some(Weakness::Hedging);
+        }
+    }
+    if on.labels {
+        if let Some(labels) = job.labels.as_ref().filter(|l| !l.is_empty()) {
+            let got = trimmed.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace());
+            if !labels.iter().any(|l| l.trim().eq_ignore_ascii_case(got)) {
+                return Some(Weakness::LabelOutsideSet);
+            }
+        }
+    }
+    if on.json
+        && wants_json(job)
+        && serde_json::from_str::<serde_json::Value>(strip_fence(trimmed)).is_err()
+    {
+        return Some(Weakness::InvalidJson);
+    }
+    None
+}
+
+/// A stub marker, a bare `pass` body, or `...` as a body, inside the answer's code.
+fn has_stub(answer: &str) -> bool {
+    let code = fenced_code(answer).unwrap_or(answer);
+    code.lines().any(|line| {
+        let t = line.trim();
+        STUBS.iter().any(|s| t.contains(s))
+            || t == "pass"
+            || t == "..."
+            || t == "// ..."
+            || t == "# ..."
+    })
+}
+
+/// The text inside the first ``` fence, if any.
+fn fenced_code(answer: &str) -> Option<&str> {
+    let start = answer.find("```")?;
+    let after = &answer[start + 3..];
+    let body = &after[after.find('\n').map_or(0, |i| i + 1)..];
+    Some(body.find("```").map_or(body, |end| &body[..end]))
+}
+
+/// JSON answers often come fenced as ```json ... ```; the fence is not an error.
+fn strip_fence(answer: &str) -> &str {
+    if answer.starts_with("```") {
+        fenced_code(answer).unwrap_or(answer).trim()
+    } else {
+        answer
+    }
+}
+
+fn wants_json(job: &Job) -> bool {
+    job.response_format
+        .as_ref()
+        .and_then(|r| r.get("type"))
+        .and_then(|t| t.as_str())
+        .is_some_and(|t| t == "json_object" || t == "json_schema")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Message;
+
+    fn job() -> Job {
+        Job {
+            id: "1".into(),
+            line: 1,
+            messages: vec![Message {
+                role: "user".into(),
+                text: "x".into(),
+                images: vec![],
+                name: None,
+            }],
+            task: None,
+            tier: None,
+            model: None,
+            max_tokens: None,
+            temperature: None,
+            response_format: None,
+            labels: None,
+            tags: vec![],
+            max_cost: None,
+            metadata: None,
+        }
+    }
+
+    fn weak(j: &Job, task: Task, answer: &str, finish: Option<&str>) -> Option<&'static str> {
+        check(j, task, answer, finish, &CheckSet::default()).map(Weakness::as_str)
+    }
+
+    #[test]
+    fn each_check_fires_and_passes() {
+        let j = job();
+        assert_eq!(weak(&j, Task::Chat, "  \n", None), Some("empty"));
+        assert_eq!(
+            weak(&j, Task::Chat, "Paris is", Some("length")),
+            Some("truncated")
+        );
+        assert_eq!(
+            weak(
+                &j,
+                Task::Chat,
+                "I'm sorry, but I can't help with that.",
+                None
+            ),
+            Some("refusal")
+        );
+        assert_eq!(weak(&j, Task::Chat, "Paris.", Some("stop")), None);
+
+        let stub = "```python\ndef parse(s):\n    # TODO: handle time zones\n    pass\n```";
+        assert_eq!(weak(&j, Task::Code, stub, None), Some("code_stub"));
+        assert_eq!(
+            weak(
+                &j,
+                Task::Code,
+                "```rust\nfn f() { unimplemented!() }\n```",
+                None
+            ),
+            Some("code_stub")
+        );
+        assert_eq!(
+            weak(
+                &j,
+                Task::Code,
+                "```python\ndef add(a, b):\n    return a + b\n```",
+                None
+            ),
+            None
+        );
+        assert_eq!(
+            weak(&j, Task::Chat, "TODO list: buy milk", None),
+            None,
+            "only code answers"
+        );
+
+        assert_eq!(
+            weak(&j, Task::Reasoning, "It is 42, but I might be wrong.", None),
+            Some("hedging")
+        );
+        assert_eq!(weak(&j, Task::Reasoning, "It is 42.", None), None);
+
+        let mut l = job();
+        l.labels = Some(vec!["positive".into(), "negative".into()]);
+        assert_eq!(weak(&l, Task::Classification, "Positive.", None), None);
+        assert_eq!(
+            weak(&l, Task::Classification, "mixed", None),
+            Some("label_outside_set")
+        );
+
+        let mut js = job();
+        js.response_format = Some(serde_json::json!({"type": "json_object"}));
+        assert_eq!(weak(&js, Task::Extraction, "{\"a\": 1}", None), None);
+        assert_eq!(
+            weak(&js, Task::Extraction, "```json\n{\"a\": 1}\n```", None),
+            None
+        );
+        assert_eq!(
+            weak(&js, Task::Extraction, "{\"a\": ", None),
+            Some("invalid_json")
+        );
+    }
+
+    #[test]
+    fn checks_can_be_switched_off() {
+        let off = CheckSet {
+            empty: false,
+            ..CheckSet::default()
+        };
+        assert_eq!(check(&job(), Task::Chat, "", None, &off), None);
+    }
+}
