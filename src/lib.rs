@@ -5,6 +5,7 @@
 //! whole job, `report` writes the cost report; `app` wires them into commands.
 
 pub mod app;
+pub mod breaker;
 pub mod budget;
 pub mod catalog;
 pub mod checks;
