@@ -851,7 +851,10 @@ mod tests {
         let d = classify(&j, 10, &cfg);
         assert_eq!((d.task, d.classified_by), (Code, ClassifiedBy::Explicit));
         let mut j = job("What is in this picture?");
-        j.messages[0].images.push(crate::record::ImageDetail::Low);
+        j.messages[0].images.push(crate::record::Image {
+            url: "https://example.com/cat.png".into(),
+            detail: crate::record::ImageDetail::Low,
+        });
         assert_eq!(classify(&j, 10, &cfg).task, Vision);
     }
 

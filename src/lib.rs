@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod pretokenize;
+pub mod provider;
 pub mod record;
 pub mod report;
 pub mod route;

@@ -104,12 +104,19 @@ impl Tier {
 pub struct Message {
     pub role: String,
     pub text: String,
-    /// Image parts, with their `detail` ("low", "high", "auto").
-    pub images: Vec<ImageDetail>,
+    /// Image parts: URL (or data URL) and `detail`.
+    pub images: Vec<Image>,
     /// Optional `name` field (costs a token in OpenAI's chat format).
     pub name: Option<String>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub url: String,
+    pub detail: ImageDetail,
+}
+
+/// OpenAI's `detail`: `low` is priced flat; `high`/`auto` by size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageDetail {
     Low,

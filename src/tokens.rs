@@ -91,7 +91,7 @@ pub fn count_messages(tokenizer: Tokenizer, messages: &[Message]) -> u64 {
             total += TOKENS_PER_NAME + count_text(tokenizer, name);
         }
         for img in &m.images {
-            total += match img {
+            total += match img.detail {
                 ImageDetail::Low => IMAGE_LOW_TOKENS,
                 ImageDetail::High => IMAGE_HIGH_TOKENS,
             };
@@ -157,7 +157,11 @@ mod tests {
     #[test]
     fn images_are_priced_by_detail() {
         let mut m = user("");
-        m.images = vec![ImageDetail::Low, ImageDetail::High];
+        let img = |detail| crate::record::Image {
+            url: "https://example.com/a.png".into(),
+            detail,
+        };
+        m.images = vec![img(ImageDetail::Low), img(ImageDetail::High)];
         assert_eq!(count_messages(Tokenizer::O200k, &[m]), 3 + 3 + 1 + 85 + 765);
     }
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::config::BatchModel;
 use crate::money::Usd;
-use crate::record::{ImageDetail, Job, Message, Task, Tier};
+use crate::record::{Image, ImageDetail, Job, Message, Task, Tier};
 
 #[derive(Deserialize)]
 struct RawRecord {
@@ -315,11 +315,24 @@ fn convert_messages(m: RawMessages, field: &str, out: &mut Vec<Message>) -> Resu
                             msg.text.push_str(&t);
                         }
                         (_, None, Some(img)) => {
-                            msg.images
-                                .push(match img.get("detail").and_then(Value::as_str) {
-                                    Some("low") => ImageDetail::Low,
-                                    _ => ImageDetail::High,
-                                })
+                            let url = match &img {
+                                Value::String(u) => u.clone(),
+                                other => other
+                                    .get("url")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or_default()
+                                    .to_string(),
+                            };
+                            if url.is_empty() {
+                                return Err(format!(
+                                    "field `{field}[{i}].content`: image part has no url"
+                                ));
+                            }
+                            let detail = match img.get("detail").and_then(Value::as_str) {
+                                Some("low") => ImageDetail::Low,
+                                _ => ImageDetail::High,
+                            };
+                            msg.images.push(Image { url, detail });
                         }
                         (Some(kind), None, None) => {
                             return Err(format!(
@@ -373,7 +386,13 @@ mod tests {
     fn parts_and_images() {
         let j = parse(r#"{"messages":[{"role":"user","content":[{"type":"text","text":"what is this?"},{"type":"image_url","image_url":{"url":"https://x/y.png","detail":"low"}}]}]}"#).unwrap();
         assert_eq!(j.messages[0].text, "what is this?");
-        assert_eq!(j.messages[0].images, vec![ImageDetail::Low]);
+        assert_eq!(
+            j.messages[0].images,
+            vec![Image {
+                url: "https://x/y.png".into(),
+                detail: ImageDetail::Low
+            }]
+        );
     }
 
     #[test]

@@ -1,0 +1,475 @@
+//! The HTTP wire formats, as pure functions: request bodies for OpenAI-compatible chat
+//! completions and Anthropic Messages, their answers and usage, their error bodies,
+//! and the rate-limit headers that say how long to wait. No I/O: the HTTP client
+//! (issue #3) sends what these build and hands back what it received.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Map, Value};
+
+use crate::policy::Failure;
+use crate::record::{Job, Message};
+
+/// A provider's answer, normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub text: String,
+    /// OpenAI's vocabulary: `stop`, `length`, `content_filter`, `tool_calls`.
+    pub finish_reason: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Input tokens served from the provider's prompt cache (billed at a discount).
+    pub cached_input_tokens: u64,
+    /// Output tokens spent on hidden reasoning (included in `output_tokens`).
+    pub reasoning_tokens: u64,
+}
+
+/// Anthropic requires `max_tokens`; without one on the record we send the model's cap.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+fn openai_content(m: &Message) -> Value {
+    if m.images.is_empty() {
+        return Value::String(m.text.clone());
+    }
+    let mut parts = Vec::with_capacity(m.images.len() + 1);
+    if !m.text.is_empty() {
+        parts.push(json!({"type": "text", "text": m.text}));
+    }
+    for img in &m.images {
+        let detail = match img.detail {
+            crate::record::ImageDetail::Low => "low",
+            crate::record::ImageDetail::High => "auto",
+        };
+        parts.push(json!({"type": "image_url", "image_url": {"url": img.url, "detail": detail}}));
+    }
+    Value::Array(parts)
+}
+
+/// The body of `POST {base_url}/chat/completions`.
+pub fn openai_request(job: &Job, api_model: &str, max_tokens: Option<u32>) -> Value {
+    let messages: Vec<Value> = job
+        .messages
+        .iter()
+        .map(|m| {
+            let mut o = Map::new();
+            o.insert("role".into(), Value::String(m.role.clone()));
+            o.insert("content".into(), openai_content(m));
+            if let Some(n) = &m.name {
+                o.insert("name".into(), Value::String(n.clone()));
+            }
+            Value::Object(o)
+        })
+        .collect();
+    let mut body = Map::new();
+    body.insert("model".into(), Value::String(api_model.into()));
+    body.insert("messages".into(), Value::Array(messages));
+    if let Some(t) = max_tokens {
+        body.insert("max_tokens".into(), t.into());
+    }
+    if let Some(t) = job.temperature {
+        body.insert("temperature".into(), t.into());
+    }
+    if let Some(f) = &job.response_format {
+        body.insert("response_format".into(), f.clone());
+    }
+    Value::Object(body)
+}
+
+/// Parses a successful chat completion. `Err` is a body we cannot use.
+pub fn openai_answer(body: &[u8]) -> Result<Answer, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("malformed response body: {e}"))?;
+    let choice = v["choices"].get(0).ok_or("response has no choices")?;
+    let usage = &v["usage"];
+    Ok(Answer {
+        text: choice["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        finish_reason: choice["finish_reason"].as_str().map(String::from),
+        input_tokens: usage["prompt_tokens"]
+            .as_u64()
+            .ok_or("response has no usage.prompt_tokens")?,
+        output_tokens: usage["completion_tokens"].as_u64().unwrap_or(0),
+        cached_input_tokens: usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap_or(0),
+        reasoning_tokens: usage["completion_tokens_details"]["reasoning_tokens"]
+            .as_u64()
+            .unwrap_or(0),
+    })
+}
+
+fn anthropic_content(m: &Message) -> Value {
+    if m.images.is_empty() {
+        return Value::String(m.text.clone());
+    }
+    let mut parts = Vec::with_capacity(m.images.len() + 1);
+    for img in &m.images {
+        let source = match img
+            .url
+            .strip_prefix("data:")
+            .and_then(|r| r.split_once(";base64,"))
+        {
+            Some((media_type, data)) => {
+                json!({"type": "base64", "media_type": media_type, "data": data})
+            }
+            None => json!({"type": "url", "url": img.url}),
+        };
+        parts.push(json!({"type": "image", "source": source}));
+    }
+    if !m.text.is_empty() {
+        parts.push(json!({"type": "text", "text": m.text}));
+    }
+    Value::Array(parts)
+}
+
+/// The body of `POST {base_url}/messages`: system prompts go top-level, `max_tokens`
+/// is always sent.
+pub fn anthropic_request(job: &Job, api_model: &str, max_tokens: u32) -> Value {
+    let system: Vec<&str> = job.system_text().collect();
+    let messages: Vec<Value> = job
+        .messages
+        .iter()
+        .filter(|m| m.role == "user" || m.role == "assistant")
+        .map(|m| json!({"role": m.role, "content": anthropic_content(m)}))
+        .collect();
+    let mut body = Map::new();
+    body.insert("model".into(), Value::String(api_model.into()));
+    body.insert("max_tokens".into(), max_tokens.into());
+    if !system.is_empty() {
+        body.insert("system".into(), Value::String(system.join("\n\n")));
+    }
+    body.insert("messages".into(), Value::Array(messages));
+    if let Some(t) = job.temperature {
+        // Anthropic's range is 0..=1; OpenAI's 0..=2 is scaled onto it.
+        body.insert("temperature".into(), (t / 2.0).into());
+    }
+    Value::Object(body)
+}
+
+/// Maps Anthropic's `stop_reason` onto OpenAI's finish reasons.
+pub fn anthropic_finish(stop_reason: &str) -> &'static str {
+    match stop_reason {
+        "max_tokens" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        _ => "stop",
+    }
+}
+
+pub fn anthropic_answer(body: &[u8]) -> Result<Answer, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("malformed response body: {e}"))?;
+    let content = v["content"].as_array().ok_or("response has no content")?;
+    let text: Vec<&str> = content
+        .iter()
+        .filter(|c| c["type"] == "text")
+        .filter_map(|c| c["text"].as_str())
+        .collect();
+    let usage = &v["usage"];
+    let cache_read = usage["cache_read_input_tokens"].as_u64().unwrap_or(0);
+    let cache_write = usage["cache_creation_input_tokens"].as_u64().unwrap_or(0);
+    Ok(Answer {
+        text: text.join(""),
+        finish_reason: v["stop_reason"]
+            .as_str()
+            .map(|r| anthropic_finish(r).to_string()),
+        input_tokens: usage["input_tokens"]
+            .as_u64()
+            .ok_or("response has no usage.input_tokens")?
+            + cache_read
+            + cache_write,
+        output_tokens: usage["output_tokens"].as_u64().unwrap_or(0),
+        cached_input_tokens: cache_read,
+        reasoning_tokens: 0,
+    })
+}
+
+/// A readable message from an error body (OpenAI `{"error": {...}}`, Anthropic
+/// `{"type": "error", "error": {...}}`, or plain text), and whether it says the prompt
+/// exceeds the context window.
+pub fn error_message(body: &[u8]) -> (String, bool) {
+    let text = String::from_utf8_lossy(body);
+    let msg = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => {
+            let e = &v["error"];
+            let message = e["message"]
+                .as_str()
+                .or_else(|| e.as_str())
+                .or_else(|| v["message"].as_str());
+            let kind = e["code"].as_str().or_else(|| e["type"].as_str());
+            match (kind, message) {
+                (Some(k), Some(m)) => format!("{k}: {m}"),
+                (None, Some(m)) => m.to_string(),
+                _ => text.chars().take(300).collect(),
+            }
+        }
+        Err(_) => text.chars().take(300).collect(),
+    };
+    let lower = msg.to_lowercase();
+    let context = lower.contains("context_length_exceeded")
+        || lower.contains("maximum context length")
+        || lower.contains("prompt is too long")
+        || lower.contains("context window");
+    (msg, context)
+}
+
+/// How long a 429/503 asks us to wait, from `Retry-After` (seconds or HTTP date),
+/// then `retry-after-ms`, `x-ratelimit-reset-requests`/`-tokens` (`1s`, `6m0s`,
+/// `20ms`), then `anthropic-ratelimit-*-reset` (RFC 3339). `header` looks one up by
+/// lower-case name.
+pub fn retry_after(header: impl Fn(&str) -> Option<String>, now: SystemTime) -> Option<Duration> {
+    if let Some(v) = header("retry-after-ms") {
+        if let Ok(ms) = v.trim().parse::<f64>() {
+            return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+        }
+    }
+    if let Some(v) = header("retry-after") {
+        let v = v.trim();
+        if let Ok(secs) = v.parse::<f64>() {
+            return Some(Duration::from_secs_f64(secs.max(0.0)));
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            return Some(at.duration_since(now).unwrap_or_default());
+        }
+    }
+    let openai = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+        .iter()
+        .filter_map(|h| header(h).as_deref().and_then(go_duration))
+        .max();
+    if openai.is_some() {
+        return openai;
+    }
+    [
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-input-tokens-reset",
+    ]
+    .iter()
+    .filter_map(|h| header(h))
+    .filter_map(|v| humantime::parse_rfc3339_weak(v.trim()).ok())
+    .map(|at| at.duration_since(now).unwrap_or_default())
+    .max()
+}
+
+/// Parses Go-style durations as OpenAI sends them: `1s`, `6m0s`, `1h2m3.5s`, `20ms`.
+fn go_duration(s: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            "ns" => 0.000_000_001,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = &rest[unit_end..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// Turns an HTTP error into the policy's [`Failure`] and a readable message.
+pub fn http_failure(
+    status: u16,
+    body: &[u8],
+    header: impl Fn(&str) -> Option<String>,
+    now: SystemTime,
+) -> (Failure, String) {
+    let (message, context_length_exceeded) = error_message(body);
+    let retry_after = if matches!(status, 429 | 503) {
+        retry_after(header, now)
+    } else {
+        None
+    };
+    (
+        Failure::Http {
+            status,
+            retry_after,
+            context_length_exceeded,
+        },
+        format!("HTTP {status}: {message}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::parse::parse_record;
+
+    fn job(line: &str) -> Job {
+        parse_record(line.as_bytes(), 1, crate::config::BatchModel::Pin)
+            .job
+            .unwrap()
+    }
+
+    #[test]
+    fn openai_request_shape() {
+        let j = job(
+            r#"{"system":"be brief","prompt":"hi","temperature":0.5,"response_format":{"type":"json_object"}}"#,
+        );
+        let body = openai_request(&j, "deepseek-chat", Some(64));
+        assert_eq!(
+            body,
+            json!({"model": "deepseek-chat",
+                   "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
+                   "max_tokens": 64, "temperature": 0.5, "response_format": {"type": "json_object"}})
+        );
+    }
+
+    #[test]
+    fn openai_usage_with_details() {
+        let a = openai_answer(br#"{"choices":[{"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],
+            "usage":{"prompt_tokens":120,"completion_tokens":30,"prompt_tokens_details":{"cached_tokens":100},
+                     "completion_tokens_details":{"reasoning_tokens":12}}}"#)
+        .unwrap();
+        assert_eq!(
+            (a.text.as_str(), a.finish_reason.as_deref()),
+            ("ok", Some("stop"))
+        );
+        assert_eq!(
+            (
+                a.input_tokens,
+                a.output_tokens,
+                a.cached_input_tokens,
+                a.reasoning_tokens
+            ),
+            (120, 30, 100, 12)
+        );
+        assert!(openai_answer(br#"{"choices":[{"message":{"content":"tru"#)
+            .unwrap_err()
+            .starts_with("malformed"));
+        assert_eq!(
+            openai_answer(br#"{"choices":[]}"#).unwrap_err(),
+            "response has no choices"
+        );
+    }
+
+    #[test]
+    fn anthropic_request_and_answer() {
+        let j = job(
+            r#"{"system":"be brief","messages":[{"role":"user","content":[{"type":"text","text":"what is it?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}],"temperature":1.0}"#,
+        );
+        let body = anthropic_request(&j, "claude-sonnet-4-6", 1024);
+        assert_eq!(
+            body,
+            json!({"model": "claude-sonnet-4-6", "max_tokens": 1024, "system": "be brief",
+                   "messages": [{"role": "user", "content": [
+                       {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                       {"type": "text", "text": "what is it?"}]}],
+                   "temperature": 0.5})
+        );
+        let a = anthropic_answer(
+            br#"{"content":[{"type":"text","text":"A cat."}],"stop_reason":"max_tokens",
+            "usage":{"input_tokens":50,"output_tokens":7,"cache_read_input_tokens":10}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (a.text.as_str(), a.finish_reason.as_deref()),
+            ("A cat.", Some("length"))
+        );
+        assert_eq!(
+            (a.input_tokens, a.output_tokens, a.cached_input_tokens),
+            (60, 7, 10)
+        );
+    }
+
+    #[test]
+    fn error_bodies_are_readable() {
+        let (m, ctx) = error_message(br#"{"error":{"message":"This model's maximum context length is 128000 tokens.","type":"invalid_request_error","code":"context_length_exceeded"}}"#);
+        assert_eq!(
+            m,
+            "context_length_exceeded: This model's maximum context length is 128000 tokens."
+        );
+        assert!(ctx);
+        let (m, ctx) = error_message(
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        );
+        assert_eq!((m.as_str(), ctx), ("overloaded_error: Overloaded", false));
+        assert_eq!(
+            error_message(b"<html>bad gateway</html>").0,
+            "<html>bad gateway</html>"
+        );
+    }
+
+    /// Looks headers up in a list, as the HTTP client will in a response.
+    fn lookup<'a>(pairs: &'a [(&'a str, String)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let wait = |pairs: &[(&str, String)]| retry_after(lookup(pairs), now);
+        assert_eq!(
+            wait(&[("retry-after", "7".into())]),
+            Some(Duration::from_secs(7))
+        );
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            wait(&[("retry-after", date)]),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            wait(&[("retry-after-ms", "250".into())]),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            wait(&[
+                ("x-ratelimit-reset-requests", "1s".into()),
+                ("x-ratelimit-reset-tokens", "6m0s".into())
+            ]),
+            Some(Duration::from_secs(360))
+        );
+        assert_eq!(
+            wait(&[("x-ratelimit-reset-tokens", "20ms".into())]),
+            Some(Duration::from_millis(20))
+        );
+        let rfc = humantime::format_rfc3339_seconds(now + Duration::from_secs(12)).to_string();
+        assert_eq!(
+            wait(&[("anthropic-ratelimit-requests-reset", rfc)]),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(wait(&[]), None);
+        assert_eq!(wait(&[("x-ratelimit-reset-requests", "soon".into())]), None);
+    }
+
+    #[test]
+    fn http_failures_feed_the_policy() {
+        let (f, msg) = http_failure(
+            429,
+            br#"{"error":{"message":"Rate limit reached"}}"#,
+            |n| (n == "retry-after").then(|| "2".to_string()),
+            SystemTime::now(),
+        );
+        assert_eq!(
+            f,
+            Failure::Http {
+                status: 429,
+                retry_after: Some(Duration::from_secs(2)),
+                context_length_exceeded: false
+            }
+        );
+        assert_eq!(msg, "HTTP 429: Rate limit reached");
+    }
+}
