@@ -8,7 +8,7 @@
 
 use switchyard::classify::classify;
 use switchyard::config::{Config, Tokenizer};
-use switchyard::record::{Job, Message, Task};
+use switchyard::record::{Job, Task};
 use switchyard::tokens::count_messages;
 
 /// Eval-set category -> task (shared/eval/README.md); `None`: debatable, not scored.
@@ -42,28 +42,8 @@ fn main() {
                 _ => None,
             };
             let Some(want) = want else { continue };
-            let messages = vec![Message {
-                role: "user".into(),
-                text: prompt.into(),
-                images: vec![],
-                name: None,
-            }];
-            let tokens = count_messages(Tokenizer::O200k, &messages);
-            let job = Job {
-                id: String::new(),
-                line: 0,
-                messages,
-                task: None,
-                tier: None,
-                model: None,
-                max_tokens: None,
-                temperature: None,
-                response_format: None,
-                labels: None,
-                tags: vec![],
-                max_cost: None,
-                metadata: None,
-            };
+            let job = Job::from_prompt("eval", prompt);
+            let tokens = count_messages(Tokenizer::O200k, &job.messages);
             let d = classify(&job, tokens, &cfg.classifier);
             scored += 1;
             if d.task == want {

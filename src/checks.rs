@@ -175,29 +175,9 @@ fn wants_json(job: &Job) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Message;
 
     fn job() -> Job {
-        Job {
-            id: "1".into(),
-            line: 1,
-            messages: vec![Message {
-                role: "user".into(),
-                text: "x".into(),
-                images: vec![],
-                name: None,
-            }],
-            task: None,
-            tier: None,
-            model: None,
-            max_tokens: None,
-            temperature: None,
-            response_format: None,
-            labels: None,
-            tags: vec![],
-            max_cost: None,
-            metadata: None,
-        }
+        Job::from_prompt("1", "x")
     }
 
     fn weak(j: &Job, task: Task, answer: &str, finish: Option<&str>) -> Option<&'static str> {

@@ -777,26 +777,7 @@ mod tests {
     use crate::record::Message;
 
     fn job(text: &str) -> Job {
-        Job {
-            id: "1".into(),
-            line: 1,
-            messages: vec![Message {
-                role: "user".into(),
-                text: text.into(),
-                images: vec![],
-                name: None,
-            }],
-            task: None,
-            tier: None,
-            model: None,
-            max_tokens: None,
-            temperature: None,
-            response_format: None,
-            labels: None,
-            tags: vec![],
-            max_cost: None,
-            metadata: None,
-        }
+        Job::from_prompt("1", text)
     }
 
     fn task_of(text: &str) -> Task {

@@ -143,6 +143,30 @@ pub struct Job {
 }
 
 impl Job {
+    /// A record with one user message and nothing else set (as `{"prompt": text}`).
+    pub fn from_prompt(id: &str, text: &str) -> Job {
+        Job {
+            id: id.into(),
+            line: 1,
+            messages: vec![Message {
+                role: "user".into(),
+                text: text.into(),
+                images: vec![],
+                name: None,
+            }],
+            task: None,
+            tier: None,
+            model: None,
+            max_tokens: None,
+            temperature: None,
+            response_format: None,
+            labels: None,
+            tags: vec![],
+            max_cost: None,
+            metadata: None,
+        }
+    }
+
     /// The last user message's text, which the classifier reads first.
     pub fn last_user_text(&self) -> &str {
         self.messages

@@ -157,28 +157,12 @@ pub fn route(
 mod tests {
     use super::*;
     use crate::classify::{ClassifiedBy, Reason};
-    use crate::record::{Message, Task};
+    use crate::record::Task;
 
     fn job(text: &str) -> Job {
         Job {
-            id: "1".into(),
-            line: 1,
-            messages: vec![Message {
-                role: "user".into(),
-                text: text.into(),
-                images: vec![],
-                name: None,
-            }],
-            task: None,
-            tier: None,
-            model: None,
             max_tokens: Some(100),
-            temperature: None,
-            response_format: None,
-            labels: None,
-            tags: vec![],
-            max_cost: None,
-            metadata: None,
+            ..Job::from_prompt("1", text)
         }
     }
 
