@@ -182,15 +182,7 @@ impl PlanSummary {
     }
 
     pub fn savings_pct(&self) -> f64 {
-        self.report_rows_total().savings_pct()
-    }
-
-    fn report_rows_total(&self) -> ReportRow {
-        ReportRow {
-            cost: self.total.cost,
-            baseline_cost: self.total.baseline_cost,
-            ..Default::default()
-        }
+        crate::report::savings_pct(self.total.cost, self.total.baseline_cost)
     }
 
     /// The per-model report (estimates: `ok` = routed records, no latency).

@@ -34,11 +34,16 @@ pub struct ReportRow {
 impl ReportRow {
     /// Saving against the baseline in percent (negative when dearer).
     pub fn savings_pct(&self) -> f64 {
-        if self.baseline_cost == Usd::ZERO {
-            0.0
-        } else {
-            (1.0 - self.cost.as_f64() / self.baseline_cost.as_f64()) * 100.0
-        }
+        savings_pct(self.cost, self.baseline_cost)
+    }
+}
+
+/// `cost` against `baseline` in percent saved (negative when dearer; 0 with no baseline).
+pub fn savings_pct(cost: Usd, baseline: Usd) -> f64 {
+    if baseline == Usd::ZERO {
+        0.0
+    } else {
+        (1.0 - cost.as_f64() / baseline.as_f64()) * 100.0
     }
 }
 
