@@ -9,7 +9,7 @@ use comfy_table::{presets, CellAlignment, Table};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::{ClassifyArgs, Command, Format, ModelsArgs, PlanArgs, RoutingArgs};
+use crate::cli::{ClassifyArgs, Command, Format, ModelsArgs, PlanArgs, RoutingArgs, RunArgs};
 use crate::config::Config;
 use crate::input::Input;
 use crate::money::{group_thousands, Usd};
@@ -31,12 +31,13 @@ pub struct StrictStop(String);
 pub fn run(command: Command) -> Result<u8> {
     match command {
         Command::Plan(a) => plan(a),
+        Command::Run(a) => run_job(a),
         Command::Classify(a) => classify(a),
         Command::Models(a) => models(a),
     }
 }
 
-fn load(args: &RoutingArgs, baseline: Option<String>) -> Result<(Config, Input)> {
+pub(crate) fn load(args: &RoutingArgs, baseline: Option<String>) -> Result<(Config, Input)> {
     let cfg = Config::load(&args.config.overrides(args.tier, baseline))?;
     for w in &cfg.warnings {
         eprintln!("warning: {w}");
@@ -80,11 +81,11 @@ impl Problems {
 }
 
 /// Evaluates the whole input and folds it, calling `each` on every record in order.
-fn evaluate_all(
+pub(crate) fn evaluate_all(
     cfg: &Config,
     input: &Input,
     strict: bool,
-    mut each: impl FnMut(&Evaluated, Option<&str>) -> Result<()>,
+    mut each: impl FnMut(Evaluated, Option<&str>) -> Result<()>,
 ) -> Result<PlanSummary> {
     let label = input.label();
     let source = input.open()?;
@@ -97,8 +98,8 @@ fn evaluate_all(
         default_workers(),
         |batch| evaluate_batch(batch, cfg, tier),
         |records| {
-            for e in &records {
-                let problem = summary.add(e, &mut dedup);
+            for e in records {
+                let problem = summary.add(&e, &mut dedup);
                 let invalid = problem.is_some() && !matches!(e.outcome, Outcome::Unroutable { .. });
                 if let Some(p) = &problem {
                     if strict && invalid {
@@ -150,6 +151,77 @@ fn plan(args: PlanArgs) -> Result<u8> {
     } else {
         EXIT_OK
     })
+}
+
+fn run_job(args: RunArgs) -> Result<u8> {
+    let (cfg, input) = load(&args.routing, args.baseline.clone())?;
+    if !args.simulate {
+        anyhow::bail!(
+            "this build of `run` executes only against the simulated provider; pass --simulate \
+             (the HTTP providers are not wired yet)"
+        );
+    }
+    let settings = crate::execute::RunSettings {
+        input,
+        budget: args.budget,
+        on_budget: args.on_budget,
+        concurrency: args.concurrency,
+        out: args.out.clone(),
+        strict: args.routing.strict,
+    };
+    let (code, summary) = crate::execute::run(cfg, settings)?;
+    let total = crate::report::total_row(&summary.report);
+    let mut t = table(
+        &[
+            "model",
+            "provider",
+            "requests",
+            "ok",
+            "failed",
+            "escalated",
+            "cost",
+            "p50 ms",
+            "p95 ms",
+        ],
+        2,
+    );
+    for r in summary.report.iter().chain(std::iter::once(&total)) {
+        let ms = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.0}"));
+        t.add_row(vec![
+            r.model.clone(),
+            r.provider.clone().unwrap_or_default(),
+            group_thousands(r.requests),
+            group_thousands(r.ok),
+            group_thousands(r.failed),
+            group_thousands(r.escalated),
+            r.cost.to_string(),
+            ms(r.latency_p50_ms),
+            ms(r.latency_p95_ms),
+        ]);
+    }
+    eprintln!("{t}");
+    eprintln!(
+        "{} records, {} not ok; spent {} (baseline {} on the same tokens){}",
+        group_thousands(summary.rows),
+        group_thousands(summary.not_ok),
+        summary.spent,
+        total.baseline_cost,
+        args.budget
+            .map_or(String::new(), |b| format!("; budget {b}"))
+    );
+    if summary.stopped_on_budget {
+        eprintln!("error: the run stopped on --budget; records not sent are marked skipped_budget");
+    }
+    if let (Format::Json, Some(_)) = (args.format, &args.out) {
+        let json = json!({
+            "records": summary.rows, "not_ok": summary.not_ok, "spent_usd": usd(summary.spent),
+            "spent_exact": summary.spent.exact(), "budget_usd": args.budget.map(usd),
+            "stopped_on_budget": summary.stopped_on_budget,
+            "baseline_cost_usd": usd(total.baseline_cost), "savings_pct": total.savings_pct(),
+        });
+        println!("{json}");
+    }
+    Ok(code)
 }
 
 fn usd(u: Usd) -> f64 {
@@ -380,6 +452,7 @@ fn classify(args: ClassifyArgs) -> Result<u8> {
                     tier,
                     prompt_tokens,
                     reason,
+                    ..
                 },
                 None,
             ) => {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Overrides;
+use crate::execute::OnBudget;
 use crate::money::Usd;
 use crate::record::Tier;
 
@@ -22,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Price a job: classify and route every record, no API calls.
     Plan(PlanArgs),
+    /// Execute a job: route, call, check, escalate, under a hard budget.
+    Run(RunArgs),
     /// Print one JSON routing decision per record to stdout.
     Classify(ClassifyArgs),
     /// Show the model catalog: prices, context windows, providers.
@@ -67,6 +70,33 @@ pub struct PlanArgs {
     #[arg(long, value_name = "FILE.parquet")]
     pub report: Option<PathBuf>,
     /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub routing: RoutingArgs,
+    /// Hard ceiling on spend in USD: committed + reserved never exceeds it.
+    #[arg(long, value_name = "USD", env = "SWITCHYARD_BUDGET", value_parser = parse_usd)]
+    pub budget: Option<Usd>,
+    /// Model the cost report compares against (default from config: gpt-4o).
+    #[arg(long, value_name = "MODEL", env = "SWITCHYARD_BASELINE")]
+    pub baseline: Option<String>,
+    /// Write DIR/results.parquet and DIR/cost_report.parquet instead of JSONL on stdout.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Use the built-in simulated provider: no network, no keys.
+    #[arg(long)]
+    pub simulate: bool,
+    /// Records in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub concurrency: usize,
+    /// When a record's worst case no longer fits the budget.
+    #[arg(long, value_enum, default_value_t = OnBudget::Downgrade)]
+    pub on_budget: OnBudget,
+    /// Summary format (json goes to stdout when --out is given).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
 }

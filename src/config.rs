@@ -129,6 +129,56 @@ struct RawInput {
     batch_model: BatchModel,
 }
 
+/// The simulated provider of `run --simulate`: latency and injected faults, so a
+/// rehearsal exercises budgets, retries and limits. Rates are fractions of attempts.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SimulateConfig {
+    pub latency_ms: u64,
+    pub rate_429: f64,
+    pub rate_5xx: f64,
+    pub rate_timeout: f64,
+    /// Answers that are cut short (`finish_reason = length`), to exercise escalation.
+    pub rate_truncated: f64,
+    pub seed: u64,
+}
+
+impl Default for SimulateConfig {
+    fn default() -> SimulateConfig {
+        SimulateConfig {
+            latency_ms: 20,
+            rate_429: 0.0,
+            rate_5xx: 0.0,
+            rate_timeout: 0.0,
+            rate_truncated: 0.0,
+            seed: 0,
+        }
+    }
+}
+
+/// How `run` executes: retries, escalations.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RunConfig {
+    pub max_retries: u32,
+    pub retry_base_ms: u64,
+    pub max_escalations: u32,
+    pub breaker_failures: u32,
+    pub breaker_cooldown_s: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> RunConfig {
+        RunConfig {
+            max_retries: 3,
+            retry_base_ms: 500,
+            max_escalations: 1,
+            breaker_failures: 5,
+            breaker_cooldown_s: 30,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct RawConfig {
     defaults: RawDefaults,
@@ -138,6 +188,10 @@ struct RawConfig {
     providers: BTreeMap<String, Provider>,
     models: BTreeMap<String, RawModel>,
     routes: BTreeMap<Task, BTreeMap<Tier, Vec<String>>>,
+    #[serde(default)]
+    simulate: SimulateConfig,
+    #[serde(default)]
+    run: RunConfig,
 }
 
 /// Index of a model in [`Config::models`].
@@ -152,6 +206,8 @@ pub struct Config {
     pub complex_upgrades_tier: bool,
     pub classifier: ClassifierConfig,
     pub batch_model: BatchModel,
+    pub simulate: SimulateConfig,
+    pub run: RunConfig,
     pub providers: BTreeMap<String, Provider>,
     pub models: Vec<Model>,
     /// `routes[task][tier]`: candidate models in order of preference.
@@ -335,6 +391,8 @@ impl Config {
             complex_upgrades_tier: raw.routing.complex_upgrades_tier,
             classifier: raw.classifier,
             batch_model: raw.input.batch_model,
+            simulate: raw.simulate,
+            run: raw.run,
             providers: raw.providers,
             models,
             routes,

@@ -12,7 +12,7 @@ use crate::config::{Config, ModelId, Tokenizer};
 use crate::input::parse::parse_record;
 use crate::input::Batch;
 use crate::money::Usd;
-use crate::record::{Position, Task, Tier};
+use crate::record::{Job, Position, Task, Tier};
 use crate::report::ReportRow;
 use crate::route::{route, Route};
 use crate::tokens::PromptTokens;
@@ -28,12 +28,14 @@ pub struct Evaluated {
 pub enum Outcome {
     Invalid(String),
     Unroutable {
+        job: Box<Job>,
         decision: Decision,
         tier: Tier,
         prompt_tokens: u64,
         reason: String,
     },
     Routed {
+        job: Box<Job>,
         decision: Decision,
         route: Route,
         baseline_cost: Usd,
@@ -60,6 +62,7 @@ pub fn evaluate_batch(batch: Batch, cfg: &Config, tier: Tier) -> Vec<Evaluated> 
                             let baseline_cost = base.input_price.cost(c.input_tokens)
                                 + base.output_price.cost(c.output_tokens);
                             Outcome::Routed {
+                                job: Box::new(job),
                                 decision,
                                 route,
                                 baseline_cost,
@@ -67,6 +70,7 @@ pub fn evaluate_batch(batch: Batch, cfg: &Config, tier: Tier) -> Vec<Evaluated> 
                         }
                         Err(reason) => Outcome::Unroutable {
                             tier: crate::route::effective_tier(cfg, &job, &decision, tier),
+                            job: Box::new(job),
                             decision,
                             prompt_tokens,
                             reason,
@@ -159,6 +163,7 @@ impl PlanSummary {
                 decision,
                 route,
                 baseline_cost,
+                ..
             } => {
                 let c = route.chosen();
                 self.models.entry(c.model).or_default().add(

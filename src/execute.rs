@@ -1,0 +1,476 @@
+//! `run`: the records of a job executed with bounded concurrency. One owner (the
+//! dispatch loop) holds the run state — budget ledger, circuit breakers, cost tally,
+//! output sink — and record tasks ask it for budget and report to it over channels.
+//! Per record: walk the route's candidates; reserve the worst case before sending;
+//! retry transient failures per `policy`; fall back to the next candidate; check the
+//! answer and escalate a weak one; settle what was used.
+//!
+//! This build executes against the simulated provider only (`--simulate`); the HTTP
+//! providers are issue #3's next step.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::{evaluate_all, EXIT_BUDGET, EXIT_OK, EXIT_SOME_FAILED};
+use crate::breaker::Breaker;
+use crate::budget::{Ledger, Reservation, Shortfall};
+use crate::checks::{check, CheckSet};
+use crate::classify::Decision;
+use crate::config::{Config, ModelId};
+use crate::input::Input;
+use crate::money::Usd;
+use crate::output::{Call, CostTally, ParquetResults, ResultRow, Sink};
+use crate::plan::{Evaluated, Outcome};
+use crate::policy::{decide, Action, RetryPolicy};
+use crate::provider::simulated::Simulated;
+use crate::record::Job;
+use crate::route::Route;
+
+/// What `--on-budget` does with a record whose worst case no longer fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnBudget {
+    /// Use the cheapest remaining candidate that still fits.
+    Downgrade,
+    /// Mark the record `skipped_budget`.
+    Skip,
+    /// Finish what is in flight, mark the rest `skipped_budget`, exit 3.
+    Stop,
+}
+
+pub struct RunSettings {
+    pub input: Input,
+    pub budget: Option<Usd>,
+    pub on_budget: OnBudget,
+    pub concurrency: usize,
+    pub out: Option<PathBuf>,
+    pub strict: bool,
+}
+
+enum Grant {
+    Granted(Reservation),
+    BreakerOpen,
+    NoBudget(Shortfall),
+}
+
+enum ToOwner {
+    Reserve {
+        model: ModelId,
+        worst: Usd,
+        reply: oneshot::Sender<Grant>,
+    },
+    Settle {
+        reservation: Reservation,
+        model: ModelId,
+        call: Call,
+    },
+    Release {
+        reservation: Reservation,
+        model: ModelId,
+        failed: bool,
+    },
+    StopOnBudget,
+    Done(Box<ResultRow>),
+}
+
+/// The summary a run ends with.
+pub struct RunSummary {
+    pub rows: u64,
+    pub not_ok: u64,
+    pub stopped_on_budget: bool,
+    pub spent: Usd,
+    pub report: Vec<crate::report::ReportRow>,
+}
+
+pub fn run(cfg: Config, s: RunSettings) -> Result<(u8, RunSummary)> {
+    let sink = match &s.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create --out {}", dir.display()))?;
+            if dir.join("results.parquet").exists() {
+                bail!(
+                    "--out {} already holds a run's results; choose another directory",
+                    dir.display()
+                );
+            }
+            Sink::Parquet(Box::new(ParquetResults::create(dir)?))
+        }
+        None => Sink::Jsonl(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .context("cannot start the async runtime")?;
+    let cfg = Arc::new(cfg);
+    let summary = rt.block_on(dispatch(cfg.clone(), &s, sink))?;
+    if let Some(dir) = &s.out {
+        crate::report::write_parquet(&dir.join("cost_report.parquet"), &summary.report)?;
+    }
+    let code = if summary.stopped_on_budget {
+        EXIT_BUDGET
+    } else if summary.not_ok > 0 {
+        EXIT_SOME_FAILED
+    } else {
+        EXIT_OK
+    };
+    Ok((code, summary))
+}
+
+fn base_row(id: String, decision: Option<&Decision>, job: Option<&mut Job>) -> ResultRow {
+    ResultRow {
+        id,
+        task: decision.map(|d| d.task.as_str()),
+        complexity: decision.map(|d| d.complexity.as_str()),
+        classified_by: decision.map(|d| d.classified_by.as_str()),
+        metadata: job.and_then(|j| j.metadata.take()),
+        ..ResultRow::default()
+    }
+}
+
+async fn dispatch(cfg: Arc<Config>, s: &RunSettings, mut sink: Sink) -> Result<RunSummary> {
+    let (input_tx, mut input_rx) = mpsc::channel::<(Evaluated, Option<String>)>(1024);
+    let reader = {
+        let cfg = cfg.clone();
+        let input = s.input.clone();
+        let strict = s.strict;
+        std::thread::spawn(move || {
+            evaluate_all(&cfg, &input, strict, |e, problem| {
+                input_tx
+                    .blocking_send((e, problem.map(String::from)))
+                    .map_err(|_| anyhow::anyhow!("run stopped"))
+            })
+        })
+    };
+    let (to_owner, mut from_tasks) = mpsc::unbounded_channel::<ToOwner>();
+    let provider = Arc::new(Simulated::new(cfg.simulate.clone()));
+    let mut ledger = Ledger::new(s.budget, Usd::ZERO);
+    let mut breakers: HashMap<ModelId, Breaker> = HashMap::new();
+    let mut tally = CostTally::default();
+    let (mut in_flight, mut input_done, mut stopping) = (0usize, false, false);
+    let (mut rows, mut not_ok) = (0u64, 0u64);
+    let concurrency = s.concurrency.max(1);
+    let cooldown = Duration::from_secs(cfg.run.breaker_cooldown_s);
+
+    let mut emit = |row: &ResultRow, sink: &mut Sink| -> Result<()> {
+        rows += 1;
+        not_ok += u64::from(row.status != "ok");
+        sink.write(row)
+    };
+
+    while !(input_done && in_flight == 0) {
+        tokio::select! {
+            biased;
+            Some(msg) = from_tasks.recv() => match msg {
+                ToOwner::Reserve { model, worst, reply } => {
+                    let breaker = breakers.entry(model).or_insert_with(|| Breaker::new(cfg.run.breaker_failures, cooldown));
+                    // Budget first: a refused reservation must not use up a
+                    // half-open breaker's single probe.
+                    let grant = match ledger.available() {
+                        Some(available) if worst > available => Grant::NoBudget(Shortfall { needed: worst, available }),
+                        _ if !breaker.allow(Instant::now()) => Grant::BreakerOpen,
+                        _ => match ledger.reserve(worst) {
+                            Ok(r) => Grant::Granted(r),
+                            Err(short) => Grant::NoBudget(short),
+                        },
+                    };
+                    if let Err(Grant::Granted(r)) = reply.send(grant) {
+                        ledger.release(r);
+                    }
+                }
+                ToOwner::Settle { reservation, model, call } => {
+                    ledger.settle(reservation, call.cost);
+                    if let Some(b) = breakers.get_mut(&model) {
+                        b.record_success();
+                    }
+                    tally.add(&call);
+                }
+                ToOwner::Release { reservation, model, failed } => {
+                    ledger.release(reservation);
+                    if let (true, Some(b)) = (failed, breakers.get_mut(&model)) {
+                        b.record_failure(Instant::now());
+                    }
+                }
+                ToOwner::StopOnBudget => stopping = true,
+                ToOwner::Done(row) => {
+                    in_flight -= 1;
+                    emit(&row, &mut sink)?;
+                }
+            },
+            item = input_rx.recv(), if !input_done && in_flight < concurrency => match item {
+                None => input_done = true,
+                Some((e, problem)) => {
+                    if let Some(row) = start(&cfg, s, e, problem, stopping, &provider, &to_owner) {
+                        emit(&row, &mut sink)?;
+                    } else {
+                        in_flight += 1;
+                    }
+                }
+            },
+        }
+    }
+    drop(input_rx);
+    reader.join().expect("reader thread panicked")?;
+    sink.finish()?;
+    Ok(RunSummary {
+        rows,
+        not_ok,
+        stopped_on_budget: stopping,
+        spent: ledger.committed(),
+        report: tally.rows(),
+    })
+}
+
+/// Starts a record: returns its row at once when there is nothing to send.
+fn start(
+    cfg: &Arc<Config>,
+    s: &RunSettings,
+    e: Evaluated,
+    problem: Option<String>,
+    stopping: bool,
+    provider: &Arc<Simulated>,
+    to_owner: &mpsc::UnboundedSender<ToOwner>,
+) -> Option<ResultRow> {
+    if let Some(p) = problem {
+        return Some(ResultRow {
+            status: "invalid_input",
+            error: Some(p),
+            ..base_row(e.id, None, None)
+        });
+    }
+    match e.outcome {
+        Outcome::Invalid(reason) => Some(ResultRow {
+            status: "invalid_input",
+            error: Some(reason),
+            ..base_row(e.id, None, None)
+        }),
+        Outcome::Unroutable {
+            mut job,
+            decision,
+            tier,
+            reason,
+            ..
+        } => Some(ResultRow {
+            status: "failed",
+            tier: Some(tier.as_str()),
+            error: Some(reason),
+            ..base_row(e.id, Some(&decision), Some(&mut job))
+        }),
+        Outcome::Routed {
+            mut job,
+            decision,
+            route,
+            ..
+        } => {
+            let mut row = base_row(e.id, Some(&decision), Some(&mut job));
+            row.tier = Some(route.tier.as_str());
+            row.routed_model = Some(cfg.models[route.chosen().model].name.clone());
+            if stopping {
+                row.status = "skipped_budget";
+                row.error = Some("the run stopped on --budget".into());
+                return Some(row);
+            }
+            let (cfg, provider, tx, on_budget) =
+                (cfg.clone(), provider.clone(), to_owner.clone(), s.on_budget);
+            tokio::spawn(async move {
+                let row =
+                    execute(&cfg, &provider, &tx, on_budget, *job, decision, route, row).await;
+                let _ = tx.send(ToOwner::Done(Box::new(row)));
+            });
+            None
+        }
+    }
+}
+
+async fn ask(tx: &mpsc::UnboundedSender<ToOwner>, model: ModelId, worst: Usd) -> Grant {
+    let (reply, answer) = oneshot::channel();
+    if tx
+        .send(ToOwner::Reserve {
+            model,
+            worst,
+            reply,
+        })
+        .is_err()
+    {
+        return Grant::BreakerOpen;
+    }
+    answer.await.unwrap_or(Grant::BreakerOpen)
+}
+
+/// Runs one record through its candidates. Every call is charged to the model that
+/// made it; the row keeps the final (or best) answer.
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    cfg: &Config,
+    provider: &Simulated,
+    tx: &mpsc::UnboundedSender<ToOwner>,
+    on_budget: OnBudget,
+    job: Job,
+    decision: Decision,
+    route: Route,
+    mut row: ResultRow,
+) -> ResultRow {
+    let policy = RetryPolicy {
+        max_retries: cfg.run.max_retries,
+        base_delay: Duration::from_millis(cfg.run.retry_base_ms),
+        ..RetryPolicy::default()
+    };
+    let checks = CheckSet::default();
+    let base = &cfg.models[cfg.baseline];
+    let candidates = &route.candidates;
+    let mut escalations_left = cfg.run.max_escalations;
+    let mut best: Option<ResultRow> = None;
+    let mut last_error = String::new();
+    let mut idx = 0;
+    'candidates: while idx < candidates.len() {
+        let c = candidates[idx];
+        let model = &cfg.models[c.model];
+        let reservation = match ask(tx, c.model, c.worst_cost).await {
+            Grant::Granted(r) => r,
+            Grant::BreakerOpen => {
+                last_error = format!("{}: circuit open", model.name);
+                idx += 1;
+                row.fallbacks += 1;
+                continue;
+            }
+            Grant::NoBudget(short) => {
+                last_error = format!(
+                    "budget: {} needs up to {}, {} left",
+                    model.name, short.needed, short.available
+                );
+                let cheaper = (idx + 1..candidates.len())
+                    .filter(|&j| candidates[j].worst_cost < c.worst_cost)
+                    .min_by_key(|&j| candidates[j].worst_cost);
+                match (on_budget, cheaper) {
+                    (OnBudget::Downgrade, Some(j)) => {
+                        idx = j;
+                        continue;
+                    }
+                    (OnBudget::Stop, _) => {
+                        let _ = tx.send(ToOwner::StopOnBudget);
+                    }
+                    _ => {}
+                }
+                break 'candidates;
+            }
+        };
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        let answer = loop {
+            attempt += 1;
+            row.attempts += 1;
+            let cap = job
+                .max_tokens
+                .map_or(u64::from(model.max_output_tokens), u64::from);
+            match provider
+                .complete(&job, decision.task, model, &c, cap, attempt)
+                .await
+            {
+                Ok(a) => break Some(a),
+                Err((failure, msg)) => {
+                    last_error = format!("{}: {msg}", model.name);
+                    let jitter = (row.attempts as f64 * 0.618_034).fract();
+                    match decide(&failure, attempt, &policy, jitter) {
+                        Action::Retry(delay) => tokio::time::sleep(delay).await,
+                        Action::NextCandidate | Action::NextLargerContext => break None,
+                        Action::Fail => {
+                            let _ = tx.send(ToOwner::Release {
+                                reservation,
+                                model: c.model,
+                                failed: false,
+                            });
+                            break 'candidates;
+                        }
+                    }
+                }
+            }
+        };
+        let Some(answer) = answer else {
+            let _ = tx.send(ToOwner::Release {
+                reservation,
+                model: c.model,
+                failed: true,
+            });
+            row.fallbacks += 1;
+            idx += 1;
+            continue;
+        };
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let cost = model.input_price.cost(answer.input_tokens)
+            + model.output_price.cost(answer.output_tokens);
+        let weakness = check(
+            &job,
+            decision.task,
+            &answer.text,
+            answer.finish_reason.as_deref(),
+            &checks,
+        );
+        let escalate = weakness.is_some() && escalations_left > 0 && idx + 1 < candidates.len();
+        let _ = tx.send(ToOwner::Settle {
+            reservation,
+            model: c.model,
+            call: Call {
+                model: model.name.clone(),
+                provider: model.provider.clone(),
+                ok: true,
+                escalated: escalate,
+                input_tokens: answer.input_tokens,
+                output_tokens: answer.output_tokens,
+                cost,
+                baseline_cost: base.input_price.cost(answer.input_tokens)
+                    + base.output_price.cost(answer.output_tokens),
+                latency_ms,
+            },
+        });
+        row.cost_usd += cost;
+        row.input_tokens += answer.input_tokens;
+        row.output_tokens += answer.output_tokens;
+        row.latency_ms = Some(row.latency_ms.unwrap_or(0) + latency_ms);
+        row.final_model = Some(model.name.clone());
+        row.provider = Some(model.provider.clone());
+        row.response = Some(answer.text);
+        row.finish_reason = answer.finish_reason;
+        row.status = "ok";
+        if escalate {
+            row.escalations.push(
+                weakness
+                    .expect("escalating on a weakness")
+                    .as_str()
+                    .to_string(),
+            );
+            escalations_left -= 1;
+            best = Some(row.clone());
+            idx += 1;
+            continue;
+        }
+        return row;
+    }
+    match best {
+        // An escalation that found nothing better keeps the answer it had, with the
+        // spend of every call.
+        Some(mut b) => {
+            b.cost_usd = row.cost_usd;
+            b.attempts = row.attempts;
+            b.fallbacks = row.fallbacks;
+            b.error = Some(last_error);
+            b
+        }
+        None => {
+            row.status = if last_error.starts_with("budget:") {
+                "skipped_budget"
+            } else {
+                "failed"
+            };
+            row.error = Some(if last_error.is_empty() {
+                "no candidate answered".into()
+            } else {
+                last_error
+            });
+            row
+        }
+    }
+}
