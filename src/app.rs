@@ -155,12 +155,6 @@ fn plan(args: PlanArgs) -> Result<u8> {
 
 fn run_job(args: RunArgs) -> Result<u8> {
     let (cfg, input) = load(&args.routing, args.baseline.clone())?;
-    if !args.simulate {
-        anyhow::bail!(
-            "this build of `run` executes only against the simulated provider; pass --simulate \
-             (the HTTP providers are not wired yet)"
-        );
-    }
     let settings = crate::execute::RunSettings {
         input,
         budget: args.budget,
@@ -168,6 +162,7 @@ fn run_job(args: RunArgs) -> Result<u8> {
         concurrency: args.concurrency,
         out: args.out.clone(),
         strict: args.routing.strict,
+        simulate: args.simulate,
     };
     let (code, summary) = crate::execute::run(cfg, settings)?;
     let total = crate::report::total_row(&summary.report);

@@ -5,8 +5,8 @@
 //! retry transient failures per `policy`; fall back to the next candidate; check the
 //! answer and escalate a weak one; settle what was used.
 //!
-//! This build executes against the simulated provider only (`--simulate`); the HTTP
-//! providers are issue #3's next step.
+//! Providers are the configured HTTP APIs, or with `--simulate` the in-process
+//! simulator; a run never mixes them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ use crate::money::Usd;
 use crate::output::{Call, CostTally, ParquetResults, ResultRow, Sink};
 use crate::plan::{Evaluated, Outcome};
 use crate::policy::{decide, Action, RetryPolicy};
-use crate::provider::simulated::Simulated;
+use crate::provider::Backend;
 use crate::record::Job;
 use crate::route::Route;
 
@@ -49,6 +49,8 @@ pub struct RunSettings {
     pub concurrency: usize,
     pub out: Option<PathBuf>,
     pub strict: bool,
+    /// Answer with the simulated provider instead of the configured HTTP APIs.
+    pub simulate: bool,
 }
 
 enum Grant {
@@ -103,7 +105,7 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<(u8, RunSummary)> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .enable_time()
+        .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let cfg = Arc::new(cfg);
@@ -147,7 +149,11 @@ async fn dispatch(cfg: Arc<Config>, s: &RunSettings, mut sink: Sink) -> Result<R
         })
     };
     let (to_owner, mut from_tasks) = mpsc::unbounded_channel::<ToOwner>();
-    let provider = Arc::new(Simulated::new(cfg.simulate.clone()));
+    let provider = Arc::new(if s.simulate {
+        Backend::simulated(&cfg)
+    } else {
+        Backend::http(&cfg)?
+    });
     let mut ledger = Ledger::new(s.budget, Usd::ZERO);
     let mut breakers: HashMap<ModelId, Breaker> = HashMap::new();
     let mut tally = CostTally::default();
@@ -232,7 +238,7 @@ fn start(
     e: Evaluated,
     problem: Option<String>,
     stopping: bool,
-    provider: &Arc<Simulated>,
+    provider: &Arc<Backend>,
     to_owner: &mpsc::UnboundedSender<ToOwner>,
 ) -> Option<ResultRow> {
     if let Some(p) = problem {
@@ -276,9 +282,20 @@ fn start(
             }
             let (cfg, provider, tx, on_budget) =
                 (cfg.clone(), provider.clone(), to_owner.clone(), s.on_budget);
+            // A record that panics still ends as a row, so the run always finishes.
+            let fallback = ResultRow {
+                status: "failed",
+                error: Some("internal error while executing this record".into()),
+                ..row.clone()
+            };
+            let work = {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    execute(&cfg, &provider, &tx, on_budget, *job, decision, route, row).await
+                })
+            };
             tokio::spawn(async move {
-                let row =
-                    execute(&cfg, &provider, &tx, on_budget, *job, decision, route, row).await;
+                let row = work.await.unwrap_or(fallback);
                 let _ = tx.send(ToOwner::Done(Box::new(row)));
             });
             None
@@ -306,7 +323,7 @@ async fn ask(tx: &mpsc::UnboundedSender<ToOwner>, model: ModelId, worst: Usd) ->
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     cfg: &Config,
-    provider: &Simulated,
+    provider: &Backend,
     tx: &mpsc::UnboundedSender<ToOwner>,
     on_budget: OnBudget,
     job: Job,

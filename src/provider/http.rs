@@ -1,0 +1,196 @@
+//! The HTTP providers: OpenAI-compatible chat completions and Anthropic Messages,
+//! over one pooled reqwest client per provider (rustls). Keys come from the
+//! environment at start and are only ever written into request headers.
+
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Result};
+
+use crate::config::{Model, Provider, ProviderKind};
+use crate::policy::Failure;
+use crate::provider::wire::{self, Answer};
+use crate::record::Job;
+
+pub struct HttpProvider {
+    name: String,
+    kind: ProviderKind,
+    endpoint: String,
+    key_env: Option<String>,
+    /// Never printed: this type has no Debug, and errors name `key_env`, not the key.
+    key: Option<String>,
+    client: reqwest::Client,
+}
+
+/// `http://` is for loopback only, unless the provider says `allow_insecure = true`.
+fn check_url(name: &str, p: &Provider) -> Result<()> {
+    let url = p.base_url.trim();
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        bail!("provider `{name}`: base_url must start with https:// or http://");
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = if host.starts_with('[') {
+        host.split(']').next().unwrap_or("").trim_start_matches('[')
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback && !p.allow_insecure {
+        bail!(
+            "provider `{name}`: plain http:// is allowed only for loopback hosts; use https:// or set allow_insecure = true"
+        );
+    }
+    Ok(())
+}
+
+impl HttpProvider {
+    pub fn new(name: &str, p: &Provider) -> Result<HttpProvider> {
+        check_url(name, p)?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(p.timeout_s.unwrap_or(120)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()?;
+        let base = p.base_url.trim_end_matches('/');
+        let endpoint = match p.kind {
+            ProviderKind::Openai => format!("{base}/chat/completions"),
+            ProviderKind::Anthropic => format!("{base}/messages"),
+        };
+        let key = p
+            .api_key_env
+            .as_ref()
+            .and_then(|v| std::env::var(v).ok())
+            .filter(|k| !k.is_empty());
+        Ok(HttpProvider {
+            name: name.into(),
+            kind: p.kind,
+            endpoint,
+            key_env: p.api_key_env.clone(),
+            key,
+            client,
+        })
+    }
+
+    pub async fn complete(
+        &self,
+        job: &Job,
+        model: &Model,
+        max_tokens: u64,
+    ) -> Result<Answer, (Failure, String)> {
+        if self.key.is_none() {
+            if let Some(var) = &self.key_env {
+                let f = Failure::Http {
+                    status: 401,
+                    retry_after: None,
+                    context_length_exceeded: false,
+                };
+                return Err((f, format!("provider {}: {var} is not set", self.name)));
+            }
+        }
+        let max = u32::try_from(max_tokens).unwrap_or(u32::MAX);
+        let mut req = self
+            .client
+            .post(&self.endpoint)
+            .header("content-type", "application/json");
+        let body = match self.kind {
+            ProviderKind::Openai => {
+                if let Some(k) = &self.key {
+                    req = req.bearer_auth(k);
+                }
+                wire::openai_request(job, &model.api_model, job.max_tokens.or(Some(max)))
+            }
+            ProviderKind::Anthropic => {
+                if let Some(k) = &self.key {
+                    req = req.header("x-api-key", k);
+                }
+                req = req.header("anthropic-version", wire::ANTHROPIC_VERSION);
+                wire::anthropic_request(job, &model.api_model, job.max_tokens.unwrap_or(max))
+            }
+        };
+        let resp = req
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| transport(&self.name, &e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(|e| transport(&self.name, &e))?;
+        if !(200..300).contains(&status) {
+            let lookup = |h: &str| {
+                headers
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from)
+            };
+            let (f, msg) = wire::http_failure(status, &bytes, lookup, SystemTime::now());
+            return Err((f, format!("provider {}: {msg}", self.name)));
+        }
+        let parsed = match self.kind {
+            ProviderKind::Openai => wire::openai_answer(&bytes),
+            ProviderKind::Anthropic => wire::anthropic_answer(&bytes),
+        };
+        parsed.map_err(|m| (Failure::Malformed, format!("provider {}: {m}", self.name)))
+    }
+}
+
+/// Maps a reqwest error to the policy's failure. The message names the provider and
+/// the kind of error, never the request (whose headers hold the key).
+fn transport(name: &str, e: &reqwest::Error) -> (Failure, String) {
+    let (f, what) = if e.is_timeout() {
+        (Failure::Timeout, "timed out")
+    } else if e.is_connect() {
+        (Failure::Connect, "cannot connect")
+    } else if e.is_body() || e.is_decode() {
+        (
+            Failure::Reset,
+            "connection dropped while reading the response",
+        )
+    } else {
+        (Failure::Reset, "request failed")
+    };
+    (f, format!("provider {name}: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(url: &str, insecure: bool) -> Provider {
+        Provider {
+            kind: ProviderKind::Openai,
+            base_url: url.into(),
+            api_key_env: None,
+            rpm: None,
+            tpm: None,
+            timeout_s: None,
+            allowed_tags: vec![],
+            allow_insecure: insecure,
+        }
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback() {
+        for ok in [
+            "https://api.openai.com/v1",
+            "http://127.0.0.1:8080/v1",
+            "http://localhost/v1",
+            "http://[::1]:9/v1",
+        ] {
+            assert!(check_url("p", &provider(ok, false)).is_ok(), "{ok}");
+        }
+        let err = check_url("p", &provider("http://10.0.0.5/v1", false))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("plain http:// is allowed only for loopback hosts"),
+            "{err}"
+        );
+        assert!(check_url("p", &provider("http://10.0.0.5/v1", true)).is_ok());
+        assert!(check_url("p", &provider("ftp://x", false)).is_err());
+    }
+}
