@@ -23,9 +23,11 @@ use crate::checks::{check, CheckSet};
 use crate::classify::Decision;
 use crate::config::{Config, ModelId};
 use crate::input::Input;
+use crate::limits::Limits;
 use crate::money::Usd;
 use crate::output::{Call, CostTally, ParquetResults, ResultRow, Sink};
 use crate::plan::{Evaluated, Outcome};
+use crate::policy::Failure;
 use crate::policy::{decide, Action, RetryPolicy};
 use crate::provider::Backend;
 use crate::record::Job;
@@ -51,6 +53,12 @@ pub struct RunSettings {
     pub strict: bool,
     /// Answer with the simulated provider instead of the configured HTTP APIs.
     pub simulate: bool,
+}
+
+/// What record tasks share read-only: the providers and the rate limits.
+struct Clients {
+    backend: Backend,
+    limits: Limits,
 }
 
 enum Grant {
@@ -149,10 +157,14 @@ async fn dispatch(cfg: Arc<Config>, s: &RunSettings, mut sink: Sink) -> Result<R
         })
     };
     let (to_owner, mut from_tasks) = mpsc::unbounded_channel::<ToOwner>();
-    let provider = Arc::new(if s.simulate {
+    let backend = if s.simulate {
         Backend::simulated(&cfg)
     } else {
         Backend::http(&cfg)?
+    };
+    let provider = Arc::new(Clients {
+        backend,
+        limits: Limits::new(&cfg),
     });
     let mut ledger = Ledger::new(s.budget, Usd::ZERO);
     let mut breakers: HashMap<ModelId, Breaker> = HashMap::new();
@@ -238,7 +250,7 @@ fn start(
     e: Evaluated,
     problem: Option<String>,
     stopping: bool,
-    provider: &Arc<Backend>,
+    provider: &Arc<Clients>,
     to_owner: &mpsc::UnboundedSender<ToOwner>,
 ) -> Option<ResultRow> {
     if let Some(p) = problem {
@@ -323,7 +335,7 @@ async fn ask(tx: &mpsc::UnboundedSender<ToOwner>, model: ModelId, worst: Usd) ->
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     cfg: &Config,
-    provider: &Backend,
+    provider: &Clients,
     tx: &mpsc::UnboundedSender<ToOwner>,
     on_budget: OnBudget,
     job: Job,
@@ -383,13 +395,26 @@ async fn execute(
             let cap = job
                 .max_tokens
                 .map_or(u64::from(model.max_output_tokens), u64::from);
+            provider
+                .limits
+                .acquire(model, c.input_tokens + c.output_tokens)
+                .await;
             match provider
+                .backend
                 .complete(&job, decision.task, model, &c, cap, attempt)
                 .await
             {
                 Ok(a) => break Some(a),
                 Err((failure, msg)) => {
                     last_error = format!("{}: {msg}", model.name);
+                    if let Failure::Http {
+                        status: 429,
+                        retry_after: Some(wait),
+                        ..
+                    } = &failure
+                    {
+                        provider.limits.pause(model, *wait);
+                    }
                     let jitter = (row.attempts as f64 * 0.618_034).fract();
                     match decide(&failure, attempt, &policy, jitter) {
                         Action::Retry(delay) => tokio::time::sleep(delay).await,

@@ -325,3 +325,26 @@ fn anthropic_request_shape_and_usage() {
         (Some(40), Some(5))
     );
 }
+
+#[test]
+fn rpm_spreads_requests_by_the_server_clock() {
+    let server = serve(Arc::new(|_, _| ok_openai("ok")));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), server.port, "openai");
+    // 240 rpm: one request every 250 ms, never a burst, whatever the concurrency.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text = text.replace("[models.cheap]\n", "[models.cheap]\nrpm = 240\n");
+    std::fs::write(&cfg, text).unwrap();
+    let job: String = (0..6)
+        .map(|i| format!("{{\"id\":\"r{i}\",\"prompt\":\"hi {i}\",\"model\":\"cheap\"}}\n"))
+        .collect();
+    let o = run(&cfg, &job, &["--concurrency", "16"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let mut at: Vec<Instant> = server.seen.lock().unwrap().iter().map(|s| s.at).collect();
+    at.sort();
+    assert_eq!(at.len(), 6);
+    for pair in at.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap.as_millis() >= 200, "requests {gap:?} apart at 240 rpm");
+    }
+}
