@@ -4,23 +4,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use assert_cmd::Command;
-use serde_json::Value;
+mod common;
 
-fn bin() -> Command {
-    let mut c = Command::cargo_bin("switchyard").unwrap();
-    c.current_dir(env!("CARGO_MANIFEST_DIR"));
-    for var in [
-        "SWITCHYARD_CONFIG",
-        "SWITCHYARD_PRICES",
-        "SWITCHYARD_TIER",
-        "SWITCHYARD_BUDGET",
-        "SWITCHYARD_BASELINE",
-    ] {
-        c.env_remove(var);
-    }
-    c
-}
+use common::bin;
+use serde_json::Value;
 
 struct Run {
     code: i32,
