@@ -627,8 +627,9 @@ pub fn classify(job: &Job, prompt_tokens: u64, cfg: &ClassifierConfig) -> Decisi
         s.scan(head(sys, SYSTEM_BYTES), false);
     }
     let (code_shape, math_shape) = shapes(head(user, HEAD_BYTES));
-    let opening = head(user.trim_start(), 6).to_ascii_lowercase();
-    if opening.starts_with("as a ") || opening.starts_with("as an ") {
+    let opening = user.trim_start().as_bytes();
+    let starts = |p: &[u8]| opening.len() >= p.len() && opening[..p.len()].eq_ignore_ascii_case(p);
+    if starts(b"as a ") || starts(b"as an ") {
         s.persona += 5;
         s.persona_cue.get_or_insert("as a");
     }

@@ -354,6 +354,7 @@ async fn execute(
     let mut escalations_left = cfg.run.max_escalations;
     let mut best: Option<ResultRow> = None;
     let mut last_error = String::new();
+    let mut refused_by_budget = false;
     let mut idx = 0;
     'candidates: while idx < candidates.len() {
         let c = candidates[idx];
@@ -384,6 +385,7 @@ async fn execute(
                     }
                     _ => {}
                 }
+                refused_by_budget = true;
                 break 'candidates;
             }
         };
@@ -502,7 +504,7 @@ async fn execute(
             b
         }
         None => {
-            row.status = if last_error.starts_with("budget:") {
+            row.status = if refused_by_budget {
                 "skipped_budget"
             } else {
                 "failed"
