@@ -22,6 +22,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_SOME_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_BUDGET: u8 = 3;
+/// Ctrl-C or SIGTERM: the run drained and stopped; `--resume` continues it.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Raised when `--strict` meets a bad record: exit 2.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +165,9 @@ fn run_job(args: RunArgs) -> Result<u8> {
         out: args.out.clone(),
         strict: args.routing.strict,
         simulate: args.simulate,
+        resume: args.resume,
+        force: args.force,
+        overwrite: args.overwrite,
     };
     let (code, summary) = crate::execute::run(cfg, settings)?;
     let total = crate::report::total_row(&summary.report);
@@ -207,16 +212,48 @@ fn run_job(args: RunArgs) -> Result<u8> {
     if summary.stopped_on_budget {
         eprintln!("error: the run stopped on --budget; records not sent are marked skipped_budget");
     }
+    if summary.interrupted {
+        let abandoned = match summary.abandoned {
+            0 => String::new(),
+            n => format!(" ({n} still in flight were abandoned)"),
+        };
+        eprintln!(
+            "interrupted: {} records done, {} not yet{abandoned}",
+            group_thousands(summary.rows),
+            group_thousands(summary.remaining)
+        );
+        if args.out.is_some() {
+            eprintln!("continue with: {}", resume_command());
+        }
+    }
     if let (Format::Json, Some(_)) = (args.format, &args.out) {
         let json = json!({
             "records": summary.rows, "not_ok": summary.not_ok, "spent_usd": usd(summary.spent),
             "spent_exact": summary.spent.exact(), "budget_usd": args.budget.map(usd),
-            "stopped_on_budget": summary.stopped_on_budget,
+            "stopped_on_budget": summary.stopped_on_budget, "interrupted": summary.interrupted,
             "baseline_cost_usd": usd(total.baseline_cost), "savings_pct": total.savings_pct(),
         });
         println!("{json}");
     }
     Ok(code)
+}
+
+/// This command line with `--resume` (keys come from the environment, never flags).
+fn resume_command() -> String {
+    let mut words: Vec<String> = std::env::args()
+        .filter(|a| a != "--overwrite")
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            } else {
+                a
+            }
+        })
+        .collect();
+    if !words.iter().any(|w| w == "--resume") {
+        words.push("--resume".into());
+    }
+    words.join(" ")
 }
 
 fn usd(u: Usd) -> f64 {

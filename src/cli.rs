@@ -90,6 +90,15 @@ pub struct RunArgs {
     /// Use the built-in simulated provider: no network, no keys.
     #[arg(long)]
     pub simulate: bool,
+    /// Continue the run journaled in --out: skip finished records, keep the spend.
+    #[arg(long, requires = "out")]
+    pub resume: bool,
+    /// With --resume: continue even though the input or routing config changed.
+    #[arg(long, requires = "resume")]
+    pub force: bool,
+    /// Replace the run --out already holds.
+    #[arg(long, requires = "out", conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Records in flight at once.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub concurrency: usize,

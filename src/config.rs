@@ -165,6 +165,10 @@ pub struct RunConfig {
     pub max_escalations: u32,
     pub breaker_failures: u32,
     pub breaker_cooldown_s: u64,
+    /// The journal is fdatasync'ed at most this often (0: after every line).
+    pub journal_sync_ms: u64,
+    /// After Ctrl-C/SIGTERM, how long in-flight records may take to finish.
+    pub drain_timeout_s: u64,
 }
 
 impl Default for RunConfig {
@@ -175,6 +179,8 @@ impl Default for RunConfig {
             max_escalations: 1,
             breaker_failures: 5,
             breaker_cooldown_s: 30,
+            journal_sync_ms: 1000,
+            drain_timeout_s: 30,
         }
     }
 }
@@ -410,6 +416,52 @@ impl Config {
 
     pub fn provider_of(&self, model: ModelId) -> &Provider {
         &self.providers[&self.models[model].provider]
+    }
+
+    /// The parts of the config that decide what a record gets, and what it costs, each
+    /// as a canonical text: a resumed run compares them with the journal's. Limits,
+    /// timeouts, URLs and retry settings may change between resumes; these may not.
+    pub fn decision_parts(&self) -> Vec<(&'static str, String)> {
+        let name = |id: &ModelId| self.models[*id].name.as_str();
+        let routes: Vec<_> = self
+            .routes
+            .iter()
+            .map(|(k, ids)| (k, ids.iter().map(name).collect::<Vec<_>>()))
+            .collect();
+        let models: Vec<_> = self
+            .models
+            .iter()
+            .map(|m| {
+                let p = &self.providers[&m.provider];
+                format!(
+                    "{} {} {} {} {:?} {} {} {:?} {:?} {:?}",
+                    m.name,
+                    m.api_model,
+                    m.input_price.usd_per_mtok(),
+                    m.output_price.usd_per_mtok(),
+                    (m.context_window, m.max_output_tokens),
+                    m.provider,
+                    m.token_factor,
+                    m.tokenizer,
+                    p.kind,
+                    p.allowed_tags,
+                )
+            })
+            .collect();
+        vec![
+            (
+                "tier and routes",
+                format!(
+                    "{:?} {:?} {} {:?}",
+                    self.tier, routes, self.complex_upgrades_tier, self.output_tokens
+                ),
+            ),
+            ("models and prices", models.join("\n")),
+            (
+                "classifier",
+                format!("{:?} {:?}", self.classifier, self.batch_model),
+            ),
+        ]
     }
 }
 

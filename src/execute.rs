@@ -9,6 +9,7 @@
 //! simulator; a run never mixes them.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,16 +17,17 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::app::{evaluate_all, EXIT_BUDGET, EXIT_OK, EXIT_SOME_FAILED};
+use crate::app::{evaluate_all, EXIT_BUDGET, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED};
 use crate::breaker::Breaker;
 use crate::budget::{Ledger, Reservation, Shortfall};
 use crate::checks::{check, CheckSet};
 use crate::classify::Decision;
 use crate::config::{Config, ModelId};
 use crate::input::Input;
+use crate::journal::{self, Journal, Mode, Restored};
 use crate::limits::Limits;
-use crate::money::Usd;
-use crate::output::{Call, CostTally, ParquetResults, ResultRow, Sink};
+use crate::money::{group_thousands, Usd};
+use crate::output::{write_jsonl, Call, ResultRow};
 use crate::plan::{Evaluated, Outcome};
 use crate::policy::Failure;
 use crate::policy::{decide, Action, RetryPolicy};
@@ -53,6 +55,12 @@ pub struct RunSettings {
     pub strict: bool,
     /// Answer with the simulated provider instead of the configured HTTP APIs.
     pub simulate: bool,
+    /// Continue the run journaled in `out` (`--resume`); `force` accepts a changed
+    /// input or config.
+    pub resume: bool,
+    pub force: bool,
+    /// Replace a run `out` already holds.
+    pub overwrite: bool,
 }
 
 /// What record tasks share read-only: the providers and the rate limits.
@@ -84,32 +92,65 @@ enum ToOwner {
         failed: bool,
     },
     StopOnBudget,
-    Done(Box<ResultRow>),
+    Done(u64, Box<ResultRow>),
+}
+
+/// Where finished records go: stdout, or the journal in `--out`.
+enum Output {
+    Stdout(std::io::BufWriter<std::io::Stdout>),
+    Journal(Journal),
 }
 
 /// The summary a run ends with.
 pub struct RunSummary {
+    /// Records with a result, over every run of this `--out` (resumes included).
     pub rows: u64,
     pub not_ok: u64,
     pub stopped_on_budget: bool,
+    /// Ctrl-C or SIGTERM: the run drained and stopped; `--resume` continues it.
+    pub interrupted: bool,
+    /// Records still in flight when the drain time ran out (they run again on resume).
+    pub abandoned: usize,
+    /// Records the input holds that have no result yet.
+    pub remaining: u64,
     pub spent: Usd,
     pub report: Vec<crate::report::ReportRow>,
 }
 
 pub fn run(cfg: Config, s: RunSettings) -> Result<(u8, RunSummary)> {
-    let sink = match &s.out {
+    let (output, restored) = match &s.out {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create --out {}", dir.display()))?;
-            if dir.join("results.parquet").exists() {
-                bail!(
-                    "--out {} already holds a run's results; choose another directory",
-                    dir.display()
+            if s.resume && !s.force && matches!(s.input, Input::Stdin) {
+                bail!("--resume cannot check stdin against the journal; give the input file (or add --force)");
+            }
+            let mode = match (s.resume, s.overwrite) {
+                (true, _) => Mode::Resume { force: s.force },
+                (false, true) => Mode::Overwrite,
+                (false, false) => Mode::Fresh,
+            };
+            let fingerprint = journal::fingerprint(&cfg, &s.input, s.simulate)?;
+            let sync_every = Duration::from_millis(cfg.run.journal_sync_ms);
+            let (j, r) = Journal::open(dir, &fingerprint, mode, sync_every)?;
+            if r.torn_tail {
+                eprintln!(
+                    "warning: {}: dropped a torn last line (a crash mid-write); that record runs again",
+                    j.path().display()
                 );
             }
-            Sink::Parquet(Box::new(ParquetResults::create(dir)?))
+            if r.records > 0 {
+                eprintln!(
+                    "resuming {}: {} records already done, {} already spent",
+                    dir.display(),
+                    group_thousands(r.done.len()),
+                    r.spent
+                );
+            }
+            (Output::Journal(j), r)
         }
-        None => Sink::Jsonl(std::io::BufWriter::new(std::io::stdout())),
+        None => (
+            Output::Stdout(std::io::BufWriter::new(std::io::stdout())),
+            Restored::default(),
+        ),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -117,11 +158,17 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<(u8, RunSummary)> {
         .build()
         .context("cannot start the async runtime")?;
     let cfg = Arc::new(cfg);
-    let summary = rt.block_on(dispatch(cfg.clone(), &s, sink))?;
+    let mut summary = rt.block_on(dispatch(cfg.clone(), &s, output, restored))?;
+    rt.shutdown_background();
     if let Some(dir) = &s.out {
+        let written = journal::write_results(&dir.join(journal::FILE), dir)?;
+        summary.rows = written.records;
+        summary.not_ok = written.not_ok;
         crate::report::write_parquet(&dir.join("cost_report.parquet"), &summary.report)?;
     }
-    let code = if summary.stopped_on_budget {
+    let code = if summary.interrupted {
+        EXIT_INTERRUPTED
+    } else if summary.stopped_on_budget {
         EXIT_BUDGET
     } else if summary.not_ok > 0 {
         EXIT_SOME_FAILED
@@ -134,15 +181,54 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<(u8, RunSummary)> {
 fn base_row(id: String, decision: Option<&Decision>, job: Option<&mut Job>) -> ResultRow {
     ResultRow {
         id,
-        task: decision.map(|d| d.task.as_str()),
-        complexity: decision.map(|d| d.complexity.as_str()),
-        classified_by: decision.map(|d| d.classified_by.as_str()),
+        task: decision.map(|d| d.task.as_str().into()),
+        complexity: decision.map(|d| d.complexity.as_str().into()),
+        classified_by: decision.map(|d| d.classified_by.as_str().into()),
         metadata: job.and_then(|j| j.metadata.take()),
         ..ResultRow::default()
     }
 }
 
-async fn dispatch(cfg: Arc<Config>, s: &RunSettings, mut sink: Sink) -> Result<RunSummary> {
+/// Ctrl-C and SIGTERM: the first asks the run to drain (one message on the channel);
+/// the second exits at once, which leaves the journal resumable (every line in it
+/// was written whole).
+fn watch_signals() -> mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn terminate(term: &mut Option<Signal>) {
+            match term {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        let mut term = signal(SignalKind::terminate()).ok();
+        for n in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate(&mut term) => {}
+            }
+            if n == 0 {
+                let _ = tx.send(());
+            } else {
+                eprintln!(
+                    "aborted; every finished record is in the journal: run again with --resume"
+                );
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+        }
+    });
+    rx
+}
+
+async fn dispatch(
+    cfg: Arc<Config>,
+    s: &RunSettings,
+    mut output: Output,
+    restored: Restored,
+) -> Result<RunSummary> {
     let (input_tx, mut input_rx) = mpsc::channel::<(Evaluated, Option<String>)>(1024);
     let reader = {
         let cfg = cfg.clone();
@@ -166,18 +252,31 @@ async fn dispatch(cfg: Arc<Config>, s: &RunSettings, mut sink: Sink) -> Result<R
         backend,
         limits: Limits::new(&cfg),
     });
-    let mut ledger = Ledger::new(s.budget, Usd::ZERO);
+    let mut signals = watch_signals();
+    let Restored {
+        done,
+        spent,
+        mut tally,
+        ..
+    } = restored;
+    let mut ledger = Ledger::new(s.budget, spent);
     let mut breakers: HashMap<ModelId, Breaker> = HashMap::new();
-    let mut tally = CostTally::default();
     let (mut in_flight, mut input_done, mut stopping) = (0usize, false, false);
-    let (mut rows, mut not_ok) = (0u64, 0u64);
+    let mut drain_until: Option<tokio::time::Instant> = None;
+    let (mut rows, mut not_ok, mut remaining) = (0u64, 0u64, 0u64);
     let concurrency = s.concurrency.max(1);
     let cooldown = Duration::from_secs(cfg.run.breaker_cooldown_s);
+    let mut sync_tick =
+        tokio::time::interval(Duration::from_millis(cfg.run.journal_sync_ms.max(100)));
 
-    let mut emit = |row: &ResultRow, sink: &mut Sink| -> Result<()> {
+    let mut emit = |pos: u64, row: &ResultRow, output: &mut Output| -> Result<()> {
+        match output {
+            Output::Stdout(out) => write_jsonl(out, row)?,
+            Output::Journal(j) => j.row(pos, row)?,
+        }
         rows += 1;
-        not_ok += u64::from(row.status != "ok");
-        sink.write(row)
+        not_ok += u64::from(!row.is_ok());
+        Ok(())
     };
 
     while !(input_done && in_flight == 0) {
@@ -205,6 +304,9 @@ async fn dispatch(cfg: Arc<Config>, s: &RunSettings, mut sink: Sink) -> Result<R
                     if let Some(b) = breakers.get_mut(&model) {
                         b.record_success();
                     }
+                    if let Output::Journal(j) = &mut output {
+                        j.call(&call)?;
+                    }
                     tally.add(&call);
                 }
                 ToOwner::Release { reservation, model, failed } => {
@@ -214,16 +316,35 @@ async fn dispatch(cfg: Arc<Config>, s: &RunSettings, mut sink: Sink) -> Result<R
                     }
                 }
                 ToOwner::StopOnBudget => stopping = true,
-                ToOwner::Done(row) => {
+                ToOwner::Done(pos, row) => {
                     in_flight -= 1;
-                    emit(&row, &mut sink)?;
+                    emit(pos, &row, &mut output)?;
                 }
             },
+            Some(()) = signals.recv(), if drain_until.is_none() => {
+                let drain = Duration::from_secs(cfg.run.drain_timeout_s);
+                eprintln!(
+                    "interrupted: finishing {in_flight} records in flight (at most {}s); Ctrl-C again to abort",
+                    drain.as_secs()
+                );
+                drain_until = Some(tokio::time::Instant::now() + drain);
+                input_done = true;
+            }
+            _ = sleep_until_some(drain_until) => break,
+            _ = sync_tick.tick() => {
+                if let Output::Journal(j) = &mut output {
+                    j.sync()?;
+                }
+            }
             item = input_rx.recv(), if !input_done && in_flight < concurrency => match item {
                 None => input_done = true,
                 Some((e, problem)) => {
+                    let pos = e.position.number();
+                    if done.contains(pos) {
+                        continue;
+                    }
                     if let Some(row) = start(&cfg, s, e, problem, stopping, &provider, &to_owner) {
-                        emit(&row, &mut sink)?;
+                        emit(pos, &row, &mut output)?;
                     } else {
                         in_flight += 1;
                     }
@@ -231,16 +352,40 @@ async fn dispatch(cfg: Arc<Config>, s: &RunSettings, mut sink: Sink) -> Result<R
             },
         }
     }
+    let interrupted = drain_until.is_some();
+    if interrupted {
+        // Count what the input still holds, for the resume hint.
+        while let Some((e, _)) = input_rx.recv().await {
+            remaining += u64::from(!done.contains(e.position.number()));
+        }
+    }
     drop(input_rx);
-    reader.join().expect("reader thread panicked")?;
-    sink.finish()?;
+    let read = reader.join().expect("reader thread panicked");
+    if !interrupted {
+        read?;
+    }
+    match output {
+        Output::Stdout(mut out) => out.flush()?,
+        Output::Journal(mut j) => j.sync()?,
+    }
     Ok(RunSummary {
         rows,
         not_ok,
         stopped_on_budget: stopping,
+        interrupted,
+        abandoned: in_flight,
+        remaining: remaining + in_flight as u64,
         spent: ledger.committed(),
         report: tally.rows(),
     })
+}
+
+/// Completes at `deadline`, or never without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Starts a record: returns its row at once when there is nothing to send.
@@ -253,16 +398,17 @@ fn start(
     provider: &Arc<Clients>,
     to_owner: &mpsc::UnboundedSender<ToOwner>,
 ) -> Option<ResultRow> {
+    let pos = e.position.number();
     if let Some(p) = problem {
         return Some(ResultRow {
-            status: "invalid_input",
+            status: "invalid_input".into(),
             error: Some(p),
             ..base_row(e.id, None, None)
         });
     }
     match e.outcome {
         Outcome::Invalid(reason) => Some(ResultRow {
-            status: "invalid_input",
+            status: "invalid_input".into(),
             error: Some(reason),
             ..base_row(e.id, None, None)
         }),
@@ -273,8 +419,8 @@ fn start(
             reason,
             ..
         } => Some(ResultRow {
-            status: "failed",
-            tier: Some(tier.as_str()),
+            status: "failed".into(),
+            tier: Some(tier.as_str().into()),
             error: Some(reason),
             ..base_row(e.id, Some(&decision), Some(&mut job))
         }),
@@ -285,10 +431,10 @@ fn start(
             ..
         } => {
             let mut row = base_row(e.id, Some(&decision), Some(&mut job));
-            row.tier = Some(route.tier.as_str());
+            row.tier = Some(route.tier.as_str().into());
             row.routed_model = Some(cfg.models[route.chosen().model].name.clone());
             if stopping {
-                row.status = "skipped_budget";
+                row.status = "skipped_budget".into();
                 row.error = Some("the run stopped on --budget".into());
                 return Some(row);
             }
@@ -296,7 +442,7 @@ fn start(
                 (cfg.clone(), provider.clone(), to_owner.clone(), s.on_budget);
             // A record that panics still ends as a row, so the run always finishes.
             let fallback = ResultRow {
-                status: "failed",
+                status: "failed".into(),
                 error: Some("internal error while executing this record".into()),
                 ..row.clone()
             };
@@ -308,7 +454,7 @@ fn start(
             };
             tokio::spawn(async move {
                 let row = work.await.unwrap_or(fallback);
-                let _ = tx.send(ToOwner::Done(Box::new(row)));
+                let _ = tx.send(ToOwner::Done(pos, Box::new(row)));
             });
             None
         }
@@ -478,7 +624,7 @@ async fn execute(
         row.provider = Some(model.provider.clone());
         row.response = Some(answer.text);
         row.finish_reason = answer.finish_reason;
-        row.status = "ok";
+        row.status = "ok".into();
         if escalate {
             row.escalations.push(
                 weakness
@@ -508,7 +654,8 @@ async fn execute(
                 "skipped_budget"
             } else {
                 "failed"
-            };
+            }
+            .into();
             row.error = Some(if last_error.is_empty() {
                 "no candidate answered".into()
             } else {

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod execute;
 pub mod input;
+pub mod journal;
 pub mod limits;
 pub mod money;
 pub mod output;

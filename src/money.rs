@@ -79,6 +79,22 @@ impl Usd {
     }
 }
 
+/// `#[serde(with = "crate::money::exact")]`: an amount as its exact decimal string,
+/// for files that must restore spend to the pico-dollar (the run journal).
+pub mod exact {
+    use super::Usd;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(u: &Usd, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&u.exact())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Usd, D::Error> {
+        let text = String::deserialize(d)?;
+        Usd::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Add for Usd {
     type Output = Usd;
     fn add(self, o: Usd) -> Usd {

@@ -1,7 +1,8 @@
-//! Run results: one [`ResultRow`] per input record, written as they complete — JSONL
-//! on stdout, or `results.parquet` in `--out DIR` (written in row groups, renamed into
-//! place at the end) — and the per-model tally behind `cost_report.parquet`.
+//! Run results: one [`ResultRow`] per input record — JSONL on stdout as they
+//! complete, or `results.parquet` in `--out DIR` (written from the journal in row
+//! groups, renamed into place) — and the per-model tally behind `cost_report.parquet`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
@@ -16,20 +17,24 @@ use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::money::Usd;
 use crate::report::ReportRow;
 
+/// A word from a fixed vocabulary (status, task, tier…): borrowed when the run makes
+/// it, owned when it is read back from the journal.
+pub type Label = Cow<'static, str>;
+
 /// The outcome of one input record (DESIGN.md "Outputs").
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ResultRow {
     pub id: String,
-    pub status: &'static str,
-    pub task: Option<&'static str>,
-    pub complexity: Option<&'static str>,
-    pub classified_by: Option<&'static str>,
-    pub tier: Option<&'static str>,
+    pub status: Label,
+    pub task: Option<Label>,
+    pub complexity: Option<Label>,
+    pub classified_by: Option<Label>,
+    pub tier: Option<Label>,
     pub routed_model: Option<String>,
     pub final_model: Option<String>,
     pub provider: Option<String>,
@@ -40,42 +45,34 @@ pub struct ResultRow {
     pub finish_reason: Option<String>,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    #[serde(serialize_with = "usd_number")]
+    #[serde(serialize_with = "usd_number", deserialize_with = "usd_from_number")]
     pub cost_usd: Usd,
     pub latency_ms: Option<u64>,
     pub error: Option<String>,
     pub metadata: Option<serde_json::Value>,
 }
 
+impl ResultRow {
+    pub fn is_ok(&self) -> bool {
+        self.status == "ok"
+    }
+}
+
 fn usd_number<S: serde::Serializer>(u: &Usd, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(u.as_f64())
 }
 
-pub enum Sink {
-    Jsonl(std::io::BufWriter<std::io::Stdout>),
-    Parquet(Box<ParquetResults>),
+fn usd_from_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Usd, D::Error> {
+    let f = f64::deserialize(d)?;
+    Usd::from_f64(f).ok_or_else(|| serde::de::Error::custom(format!("bad cost_usd {f}")))
 }
 
-impl Sink {
-    pub fn write(&mut self, row: &ResultRow) -> Result<()> {
-        match self {
-            Sink::Jsonl(out) => {
-                serde_json::to_writer(&mut *out, row)?;
-                out.write_all(b"\n")?;
-                // A Unix filter shows each result as it completes.
-                out.flush()?;
-                Ok(())
-            }
-            Sink::Parquet(p) => p.push(row.clone()),
-        }
-    }
-
-    pub fn finish(self) -> Result<()> {
-        match self {
-            Sink::Jsonl(mut out) => Ok(out.flush()?),
-            Sink::Parquet(p) => p.finish(),
-        }
-    }
+/// One JSON result per line on stdout, flushed as each completes (a Unix filter).
+pub fn write_jsonl(out: &mut impl Write, row: &ResultRow) -> Result<()> {
+    serde_json::to_writer(&mut *out, row)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
 }
 
 const ROW_GROUP: usize = 8192;
@@ -136,7 +133,7 @@ impl ParquetResults {
         })
     }
 
-    fn push(&mut self, row: ResultRow) -> Result<()> {
+    pub fn push(&mut self, row: ResultRow) -> Result<()> {
         self.pending.push(row);
         if self.pending.len() >= ROW_GROUP {
             self.flush()?;
@@ -170,11 +167,13 @@ impl ParquetResults {
             Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|r| r.id.as_str()),
             )),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.status))),
-            text(|r| r.task),
-            text(|r| r.complexity),
-            text(|r| r.classified_by),
-            text(|r| r.tier),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.status.as_ref()),
+            )),
+            text(|r| r.task.as_deref()),
+            text(|r| r.complexity.as_deref()),
+            text(|r| r.classified_by.as_deref()),
+            text(|r| r.tier.as_deref()),
             text(|r| r.routed_model.as_deref()),
             text(|r| r.final_model.as_deref()),
             text(|r| r.provider.as_deref()),
@@ -200,7 +199,7 @@ impl ParquetResults {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<()> {
+    pub fn finish(mut self) -> Result<()> {
         self.flush()?;
         self.writer
             .close()
@@ -216,7 +215,7 @@ impl ParquetResults {
 }
 
 /// One billed (or failed) call, charged to the model that made it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Call {
     pub model: String,
     pub provider: String,
@@ -224,7 +223,9 @@ pub struct Call {
     pub escalated: bool,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    #[serde(with = "crate::money::exact")]
     pub cost: Usd,
+    #[serde(with = "crate::money::exact")]
     pub baseline_cost: Usd,
     pub latency_ms: u64,
 }

@@ -1,0 +1,621 @@
+//! The run journal, `--out DIR/journal.jsonl`: the durable record of a run that
+//! `--resume` continues and the Parquet outputs are written from.
+//!
+//! One JSON object per line:
+//! - a header: `{"switchyard_journal": 1, "fingerprint": {...}}` — what the input and
+//!   the routing config were, so a resume can refuse when they changed;
+//! - `{"call": {...}}` for every billed call, exact to the pico-dollar (this is what
+//!   restores the spend, including calls whose record had not finished);
+//! - `{"pos": N, "status": "...", "row": {...}}` for every finished record, keyed by
+//!   its position in the input (ids may repeat in a bad input; positions do not).
+//!
+//! Durability: each line reaches the kernel with one `write(2)` before the dispatcher
+//! counts it, so a killed process (`kill -9`, OOM killer, a panic) loses only the
+//! requests in flight. `fdatasync` runs at most every `[run] journal_sync_ms`
+//! (default 1000; 0 = after every line) and at the end, so a power loss or kernel
+//! crash can lose at most that last interval of lines; those records run again.
+//! A torn last line (a crash in the middle of a write) is dropped on resume.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::input::Input;
+use crate::money::Usd;
+use crate::output::{Call, CostTally, ParquetResults, ResultRow};
+
+pub const FILE: &str = "journal.jsonl";
+const VERSION: u32 = 1;
+
+/// What a run's results depend on, part by part (name → hash), so a refused resume
+/// can say which part changed.
+pub type Fingerprint = BTreeMap<String, String>;
+
+/// Hashes the input file's bytes and the config's decision parts.
+pub fn fingerprint(cfg: &Config, input: &Input, simulate: bool) -> Result<Fingerprint> {
+    let mut fp = Fingerprint::new();
+    let input_part = match input {
+        Input::Stdin => "stdin".to_string(),
+        Input::File(path) => {
+            let mut f =
+                File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut size = 0u64;
+            loop {
+                let n = f
+                    .read(&mut buf)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                if n == 0 {
+                    break;
+                }
+                size += n as u64;
+                h.update(&buf[..n]);
+            }
+            format!("{size} bytes, xxh3 {:032x}", h.digest128())
+        }
+    };
+    fp.insert("input".into(), input_part);
+    let provider = if simulate {
+        "simulated"
+    } else {
+        "configured APIs"
+    };
+    fp.insert("provider".into(), provider.into());
+    for (name, text) in cfg.decision_parts() {
+        let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
+        fp.insert(name.into(), format!("{hash:032x}"));
+    }
+    Ok(fp)
+}
+
+/// How `run` treats an `--out` directory that may already hold a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Refuse a directory that holds a run.
+    Fresh,
+    /// Replace whatever run the directory holds.
+    Overwrite,
+    /// Continue the directory's run (or start one); `force` accepts a changed input or
+    /// config.
+    Resume { force: bool },
+}
+
+/// What earlier runs in the journal already did.
+#[derive(Default)]
+pub struct Restored {
+    /// Input positions finished for good (a `skipped_budget` record runs again: it
+    /// was never sent, so it cannot be paid twice).
+    pub done: PositionSet,
+    pub spent: Usd,
+    pub tally: CostTally,
+    pub records: u64,
+    /// A torn last line was dropped.
+    pub torn_tail: bool,
+}
+
+/// A growable bit set of input positions.
+#[derive(Default)]
+pub struct PositionSet(Vec<u64>);
+
+impl PositionSet {
+    pub fn insert(&mut self, pos: u64) {
+        let (word, bit) = ((pos / 64) as usize, pos % 64);
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << bit;
+    }
+
+    pub fn remove(&mut self, pos: u64) {
+        if let Some(w) = self.0.get_mut((pos / 64) as usize) {
+            *w &= !(1 << (pos % 64));
+        }
+    }
+
+    pub fn contains(&self, pos: u64) -> bool {
+        self.0
+            .get((pos / 64) as usize)
+            .is_some_and(|w| w & (1 << (pos % 64)) != 0)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    switchyard_journal: u32,
+    fingerprint: Fingerprint,
+}
+
+/// Written by a `--force`d resume: what the job is from here on.
+#[derive(Serialize)]
+struct Refingerprint {
+    fingerprint: Fingerprint,
+}
+
+/// A line, read without materializing its row.
+#[derive(Deserialize)]
+struct Line {
+    #[serde(default)]
+    switchyard_journal: Option<u32>,
+    #[serde(default)]
+    fingerprint: Option<Fingerprint>,
+    #[serde(default)]
+    call: Option<Call>,
+    #[serde(default)]
+    pos: Option<u64>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RowLine<'a> {
+    pos: u64,
+    status: &'a str,
+    row: &'a ResultRow,
+}
+
+#[derive(Serialize)]
+struct CallLine<'a> {
+    call: &'a Call,
+}
+
+#[derive(Deserialize)]
+struct StoredRow {
+    row: ResultRow,
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    line: Vec<u8>,
+    sync_every: Duration,
+    last_sync: Instant,
+    unsynced: bool,
+}
+
+/// Does `dir` hold a run (a journal or results)?
+pub fn holds_run(dir: &Path) -> bool {
+    dir.join(FILE).exists() || dir.join("results.parquet").exists()
+}
+
+impl Journal {
+    /// Opens the journal of `--out dir` per `mode`, checking a resumed run's
+    /// fingerprint. Returns the journal, ready to append, and what it already holds.
+    pub fn open(
+        dir: &Path,
+        fingerprint: &Fingerprint,
+        mode: Mode,
+        sync_every: Duration,
+    ) -> Result<(Journal, Restored)> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create --out {}", dir.display()))?;
+        let path = dir.join(FILE);
+        let existing = path.exists();
+        let restored = match mode {
+            Mode::Fresh if holds_run(dir) => bail!(
+                "--out {} already holds a run; add --resume to continue it or --overwrite to replace it",
+                dir.display()
+            ),
+            Mode::Resume { force } if existing => {
+                let (restored, valid_len, was) = read(&path)?;
+                let changed = check_fingerprint(&path, &was, fingerprint, force)?;
+                Some((restored, valid_len, changed))
+            }
+            Mode::Resume { .. } if dir.join("results.parquet").exists() => bail!(
+                "--out {} holds results.parquet but no {FILE} to resume from; use --overwrite to replace it",
+                dir.display()
+            ),
+            _ => None,
+        };
+        let cannot = |e: std::io::Error| {
+            anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
+        };
+        let mut journal = match restored {
+            Some((_, valid_len, changed)) => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(cannot)?;
+                // Drop a torn last line so the next append starts on a fresh line.
+                file.set_len(valid_len).map_err(cannot)?;
+                let mut j = Journal::with_file(path.clone(), file, sync_every);
+                if changed {
+                    // --force: later resumes compare against what this one ran with.
+                    j.append(&Refingerprint {
+                        fingerprint: fingerprint.clone(),
+                    })?;
+                }
+                j
+            }
+            None => {
+                for stale in ["results.parquet", "cost_report.parquet"] {
+                    let _ = std::fs::remove_file(dir.join(stale));
+                }
+                let file = File::create(&path).map_err(cannot)?;
+                let mut j = Journal::with_file(path.clone(), file, sync_every);
+                let header = Header {
+                    switchyard_journal: VERSION,
+                    fingerprint: fingerprint.clone(),
+                };
+                j.append(&header)?;
+                j.sync()?;
+                j
+            }
+        };
+        journal.last_sync = Instant::now();
+        Ok((journal, restored.map(|(r, _, _)| r).unwrap_or_default()))
+    }
+
+    fn with_file(path: PathBuf, file: File, sync_every: Duration) -> Journal {
+        Journal {
+            path,
+            file,
+            line: Vec::with_capacity(4096),
+            sync_every,
+            last_sync: Instant::now(),
+            unsynced: false,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a finished record.
+    pub fn row(&mut self, pos: u64, row: &ResultRow) -> Result<()> {
+        self.append(&RowLine {
+            pos,
+            status: &row.status,
+            row,
+        })
+    }
+
+    /// Appends a billed call.
+    pub fn call(&mut self, call: &Call) -> Result<()> {
+        self.append(&CallLine { call })
+    }
+
+    /// One line, one `write(2)`: a killed process leaves whole lines (or a torn last
+    /// one if the kernel was interrupted mid-write, which the reader drops).
+    fn append(&mut self, value: &impl Serialize) -> Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, value)?;
+        self.line.push(b'\n');
+        self.file
+            .write_all(&self.line)
+            .with_context(|| format!("cannot append to {}", self.path.display()))?;
+        self.unsynced = true;
+        if self.last_sync.elapsed() >= self.sync_every {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// `fdatasync` if anything was appended since the last one.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .with_context(|| format!("cannot sync {}", self.path.display()))?;
+            self.unsynced = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+}
+
+/// Reads a journal for a resume: what is done, the length of its valid prefix, and the
+/// fingerprint the job was last run with.
+fn read(path: &Path) -> Result<(Restored, u64, Fingerprint)> {
+    let mut restored = Restored::default();
+    let mut valid_len = 0u64;
+    let mut fingerprint = None;
+    let mut finished = PositionSet::default();
+    scan(path, |n, offset, bytes, last| {
+        let line: Line = match serde_json::from_slice(bytes) {
+            Ok(l) if bytes.ends_with(b"\n") => l,
+            // A crash mid-write leaves at most one torn line, the last.
+            _ if last => {
+                restored.torn_tail = true;
+                return Ok(());
+            }
+            Ok(_) | Err(_) => bail!(
+                "{} line {n} is not a journal line; the journal is damaged (move it away to start over)",
+                path.display()
+            ),
+        };
+        valid_len = offset + bytes.len() as u64;
+        if n == 1 {
+            match line.switchyard_journal {
+                Some(VERSION) => {}
+                Some(v) => bail!(
+                    "{} is a version {v} journal; this switchyard reads version {VERSION}",
+                    path.display()
+                ),
+                None => bail!("{} is not a switchyard journal", path.display()),
+            }
+        }
+        if let Some(fp) = line.fingerprint {
+            fingerprint = Some(fp);
+        } else if let Some(call) = line.call {
+            restored.spent += call.cost;
+            restored.tally.add(&call);
+        } else if let Some(pos) = line.pos {
+            finished.insert(pos);
+            if line.status.as_deref() == Some("skipped_budget") {
+                restored.done.remove(pos);
+            } else {
+                restored.done.insert(pos);
+            }
+        }
+        Ok(())
+    })?;
+    let Some(fingerprint) = fingerprint else {
+        bail!(
+            "{} has no header line; move it away to start over",
+            path.display()
+        );
+    };
+    restored.records = finished.len();
+    Ok((restored, valid_len, fingerprint))
+}
+
+/// Whether the job changed; an error when it did and the resume is not forced.
+fn check_fingerprint(
+    path: &Path,
+    was: &Fingerprint,
+    now: &Fingerprint,
+    force: bool,
+) -> Result<bool> {
+    let changed: Vec<&str> = now
+        .iter()
+        .filter(|(k, v)| was.get(*k) != Some(*v))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if force || changed.is_empty() {
+        return Ok(!changed.is_empty());
+    }
+    let detail = match (was.get("input"), now.get("input")) {
+        (Some(a), Some(b)) if a != b => format!(" (input was {a}, now {b})"),
+        _ => String::new(),
+    };
+    bail!(
+        "cannot resume {}: the {} changed since it was started{detail}; \
+         rerun with the same input and config, or add --force to resume anyway",
+        path.display(),
+        changed.join(", ")
+    )
+}
+
+/// Calls `f(line_number, byte_offset, line_bytes, is_last)` for every line.
+fn scan(path: &Path, mut f: impl FnMut(u64, u64, &[u8], bool) -> Result<()>) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let (mut n, mut offset) = (0u64, 0u64);
+    let (mut line, mut next) = (Vec::new(), Vec::new());
+    let read = |r: &mut BufReader<File>, buf: &mut Vec<u8>| -> Result<usize> {
+        buf.clear();
+        r.read_until(b'\n', buf)
+            .with_context(|| format!("cannot read {}", path.display()))
+    };
+    read(&mut reader, &mut line)?;
+    while !line.is_empty() {
+        read(&mut reader, &mut next)?;
+        n += 1;
+        f(n, offset, &line, next.is_empty())?;
+        offset += line.len() as u64;
+        std::mem::swap(&mut line, &mut next);
+    }
+    Ok(())
+}
+
+/// What the final pass found.
+pub struct Written {
+    pub records: u64,
+    pub not_ok: u64,
+}
+
+/// Writes `results.parquet` from the journal: one row per input position (its last
+/// result), in input order, whatever order they finished in and however many runs it
+/// took. The file appears by rename, so a reader never sees half of it.
+pub fn write_results(path: &Path, dir: &Path) -> Result<Written> {
+    let mut rows: Vec<(u64, u64, u32)> = Vec::new();
+    scan(path, |_, offset, bytes, _| {
+        if !bytes.ends_with(b"\n") {
+            return Ok(());
+        }
+        if let Ok(Line { pos: Some(pos), .. }) = serde_json::from_slice::<Line>(bytes) {
+            rows.push((pos, offset, bytes.len() as u32));
+        }
+        Ok(())
+    })?;
+    // Stable: for a position finished twice (skipped, then run), the later line wins.
+    rows.sort_by_key(|&(pos, _, _)| pos);
+    rows.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            *earlier = *later;
+            true
+        } else {
+            false
+        }
+    });
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = ParquetResults::create(dir)?;
+    let mut written = Written {
+        records: 0,
+        not_ok: 0,
+    };
+    let mut buf = Vec::new();
+    for (_, offset, len) in rows {
+        buf.resize(len as usize, 0);
+        file.read_exact_at(&mut buf, offset)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let stored: StoredRow = serde_json::from_slice(&buf)
+            .with_context(|| format!("{} at byte {offset} is damaged", path.display()))?;
+        written.records += 1;
+        written.not_ok += u64::from(!stored.row.is_ok());
+        out.push(stored.row)?;
+    }
+    out.finish()?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(input: &str) -> Fingerprint {
+        [("input".to_string(), input.to_string())].into()
+    }
+
+    fn row(id: &str, status: &'static str) -> ResultRow {
+        ResultRow {
+            id: id.into(),
+            status: status.into(),
+            ..ResultRow::default()
+        }
+    }
+
+    fn call(pico: u128) -> Call {
+        Call {
+            model: "m".into(),
+            provider: "p".into(),
+            ok: true,
+            escalated: false,
+            input_tokens: 10,
+            output_tokens: 5,
+            cost: Usd::from_pico(pico),
+            baseline_cost: Usd::from_pico(pico * 10),
+            latency_ms: 3,
+        }
+    }
+
+    const NOW: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn resume_restores_spend_done_positions_and_drops_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, r) = Journal::open(dir.path(), &fp("a"), Mode::Fresh, NOW).unwrap();
+        assert_eq!(r.records, 0);
+        j.call(&call(1_234_567)).unwrap();
+        j.row(0, &row("a", "ok")).unwrap();
+        j.call(&call(7)).unwrap(); // paid, but its record never finished
+        j.row(2, &row("c", "skipped_budget")).unwrap();
+        j.row(3, &row("d", "failed")).unwrap();
+        drop(j);
+        // A crash in the middle of a write.
+        let path = dir.path().join(FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"pos":1,"status":"ok","ro"#).unwrap();
+        drop(f);
+        let len_before = std::fs::metadata(&path).unwrap().len();
+
+        let (mut j, r) =
+            Journal::open(dir.path(), &fp("a"), Mode::Resume { force: false }, NOW).unwrap();
+        assert!(r.torn_tail);
+        assert_eq!(r.spent, Usd::from_pico(1_234_574));
+        assert!(r.done.contains(0) && r.done.contains(3));
+        assert!(!r.done.contains(1), "the torn line's record runs again");
+        assert!(!r.done.contains(2), "a skipped record runs again");
+        assert_eq!(r.records, 3);
+        assert!(std::fs::metadata(&path).unwrap().len() < len_before);
+        j.row(1, &row("b", "ok")).unwrap();
+        j.row(2, &row("c", "ok")).unwrap();
+        drop(j);
+
+        let w = write_results(&path, dir.path()).unwrap();
+        assert_eq!((w.records, w.not_ok), (4, 1));
+        let (_, r) =
+            Journal::open(dir.path(), &fp("a"), Mode::Resume { force: false }, NOW).unwrap();
+        assert!(!r.torn_tail);
+        assert_eq!(r.done.len(), 4);
+    }
+
+    #[test]
+    fn a_changed_input_is_refused_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Journal::open(dir.path(), &fp("1 bytes"), Mode::Fresh, NOW).unwrap());
+        let err = Journal::open(
+            dir.path(),
+            &fp("2 bytes"),
+            Mode::Resume { force: false },
+            NOW,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("the input changed since it was started (input was 1 bytes, now 2 bytes)"),
+            "{err}"
+        );
+        assert!(err.contains("--force"), "{err}");
+        assert!(Journal::open(
+            dir.path(),
+            &fp("2 bytes"),
+            Mode::Resume { force: true },
+            NOW
+        )
+        .is_ok());
+        let err = Journal::open(dir.path(), &fp("1 bytes"), Mode::Fresh, NOW)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("already holds a run; add --resume"), "{err}");
+        let (_, r) = Journal::open(dir.path(), &fp("2 bytes"), Mode::Overwrite, NOW).unwrap();
+        assert_eq!(r.records, 0);
+    }
+
+    #[test]
+    fn a_damaged_middle_line_is_an_error_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(dir.path(), &fp("a"), Mode::Fresh, NOW).unwrap();
+        j.row(0, &row("a", "ok")).unwrap();
+        drop(j);
+        let path = dir.path().join(FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"garbage\n{\"pos\":1,\"status\":\"ok\",\"row\":{}}\n")
+            .unwrap();
+        drop(f);
+        let err = Journal::open(dir.path(), &fp("a"), Mode::Resume { force: false }, NOW)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.ends_with(&format!(
+            "{} line 3 is not a journal line; the journal is damaged (move it away to start over)",
+            path.display()
+        )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_full_disk_is_an_error_naming_the_file() {
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            return;
+        }
+        let file = OpenOptions::new().write(true).open(full).unwrap();
+        let mut j = Journal::with_file(full.to_path_buf(), file, NOW);
+        let err = format!("{:#}", j.row(0, &row("a", "ok")).err().unwrap());
+        assert!(
+            err.starts_with("cannot append to /dev/full: No space left on device"),
+            "{err}"
+        );
+    }
+}
