@@ -101,6 +101,17 @@ enum Output {
     Journal(Journal),
 }
 
+impl Output {
+    /// Called before the next record starts and every 100 ms: what finished so far
+    /// reaches stdout or the journal file.
+    fn flush(&mut self) -> Result<()> {
+        match self {
+            Output::Stdout(out) => Ok(out.flush()?),
+            Output::Journal(j) => j.flush(),
+        }
+    }
+}
+
 /// The summary a run ends with.
 pub struct RunSummary {
     /// Records with a result, over every run of this `--out` (resumes included).
@@ -158,7 +169,13 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<(u8, RunSummary)> {
         .build()
         .context("cannot start the async runtime")?;
     let cfg = Arc::new(cfg);
-    let mut summary = rt.block_on(dispatch(cfg.clone(), &s, output, restored))?;
+    let s = Arc::new(s);
+    // The dispatcher runs as a task among the record tasks (not on this thread), so
+    // their messages to it rarely need a thread woken.
+    let task = rt.spawn(dispatch(cfg.clone(), s.clone(), output, restored));
+    let mut summary = rt
+        .block_on(task)
+        .map_err(|e| anyhow::anyhow!("the run's dispatcher failed: {e}"))??;
     rt.shutdown_background();
     if let Some(dir) = &s.out {
         let written = journal::write_results(&dir.join(journal::FILE), dir)?;
@@ -225,7 +242,7 @@ fn watch_signals() -> mpsc::UnboundedReceiver<()> {
 
 async fn dispatch(
     cfg: Arc<Config>,
-    s: &RunSettings,
+    s: Arc<RunSettings>,
     mut output: Output,
     restored: Restored,
 ) -> Result<RunSummary> {
@@ -266,8 +283,7 @@ async fn dispatch(
     let (mut rows, mut not_ok, mut remaining) = (0u64, 0u64, 0u64);
     let concurrency = s.concurrency.max(1);
     let cooldown = Duration::from_secs(cfg.run.breaker_cooldown_s);
-    let mut sync_tick =
-        tokio::time::interval(Duration::from_millis(cfg.run.journal_sync_ms.max(100)));
+    let mut flush_tick = tokio::time::interval(Duration::from_millis(100));
 
     let mut emit = |pos: u64, row: &ResultRow, output: &mut Output| -> Result<()> {
         match output {
@@ -331,19 +347,18 @@ async fn dispatch(
                 input_done = true;
             }
             _ = sleep_until_some(drain_until) => break,
-            _ = sync_tick.tick() => {
-                if let Output::Journal(j) = &mut output {
-                    j.sync()?;
-                }
-            }
+            _ = flush_tick.tick() => output.flush()?,
             item = input_rx.recv(), if !input_done && in_flight < concurrency => match item {
                 None => input_done = true,
                 Some((e, problem)) => {
+                    // Results finished so far are written before another record
+                    // starts: a crash can lose at most `concurrency` of them.
+                    output.flush()?;
                     let pos = e.position.number();
                     if done.contains(pos) {
                         continue;
                     }
-                    if let Some(row) = start(&cfg, s, e, problem, stopping, &provider, &to_owner) {
+                    if let Some(row) = start(&cfg, &s, e, problem, stopping, &provider, &to_owner) {
                         emit(pos, &row, &mut output)?;
                     } else {
                         in_flight += 1;

@@ -67,11 +67,10 @@ fn usd_from_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Usd, D::Err
     Usd::from_f64(f).ok_or_else(|| serde::de::Error::custom(format!("bad cost_usd {f}")))
 }
 
-/// One JSON result per line on stdout, flushed as each completes (a Unix filter).
+/// One JSON result per line (stdout), flushed by the caller after each burst.
 pub fn write_jsonl(out: &mut impl Write, row: &ResultRow) -> Result<()> {
     serde_json::to_writer(&mut *out, row)?;
     out.write_all(b"\n")?;
-    out.flush()?;
     Ok(())
 }
 

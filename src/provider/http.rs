@@ -14,10 +14,12 @@ use crate::record::Job;
 pub struct HttpProvider {
     name: String,
     kind: ProviderKind,
-    endpoint: String,
+    /// Parsed once: a request clones it instead of parsing a string.
+    endpoint: reqwest::Url,
     key_env: Option<String>,
-    /// Never printed: this type has no Debug, and errors name `key_env`, not the key.
-    key: Option<String>,
+    /// The key's header, built once and marked sensitive. Never printed: this type
+    /// has no Debug, and errors name `key_env`, not the key.
+    auth: Option<(&'static str, reqwest::header::HeaderValue)>,
     client: reqwest::Client,
 }
 
@@ -55,23 +57,45 @@ impl HttpProvider {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(p.timeout_s.unwrap_or(120)))
             .pool_idle_timeout(Duration::from_secs(90))
+            // An API answer is never a redirect; following one would resend the key.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let base = p.base_url.trim_end_matches('/');
         let endpoint = match p.kind {
             ProviderKind::Openai => format!("{base}/chat/completions"),
             ProviderKind::Anthropic => format!("{base}/messages"),
         };
+        let endpoint = reqwest::Url::parse(&endpoint)
+            .map_err(|e| anyhow::anyhow!("provider `{name}`: base_url is not a URL: {e}"))?;
         let key = p
             .api_key_env
             .as_ref()
             .and_then(|v| std::env::var(v).ok())
             .filter(|k| !k.is_empty());
+        let auth = match key {
+            None => None,
+            Some(k) => {
+                let (header, text) = match p.kind {
+                    ProviderKind::Openai => ("authorization", format!("Bearer {k}")),
+                    ProviderKind::Anthropic => ("x-api-key", k),
+                };
+                // The error would not show the key; say which variable is wrong.
+                let mut value = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
+                    anyhow::anyhow!(
+                        "provider `{name}`: {} holds characters an HTTP header cannot carry",
+                        p.api_key_env.as_deref().unwrap_or("the key")
+                    )
+                })?;
+                value.set_sensitive(true);
+                Some((header, value))
+            }
+        };
         Ok(HttpProvider {
             name: name.into(),
             kind: p.kind,
             endpoint,
             key_env: p.api_key_env.clone(),
-            key,
+            auth,
             client,
         })
     }
@@ -82,7 +106,7 @@ impl HttpProvider {
         model: &Model,
         max_tokens: u64,
     ) -> Result<Answer, (Failure, String)> {
-        if self.key.is_none() {
+        if self.auth.is_none() {
             if let Some(var) = &self.key_env {
                 let f = Failure::Http {
                     status: 401,
@@ -95,32 +119,33 @@ impl HttpProvider {
         let max = u32::try_from(max_tokens).unwrap_or(u32::MAX);
         let mut req = self
             .client
-            .post(&self.endpoint)
+            .post(self.endpoint.clone())
             .header("content-type", "application/json");
+        if let Some((header, value)) = &self.auth {
+            req = req.header(*header, value.clone());
+        }
         let body = match self.kind {
-            ProviderKind::Openai => {
-                if let Some(k) = &self.key {
-                    req = req.bearer_auth(k);
-                }
-                wire::openai_request(job, &model.api_model, job.max_tokens.or(Some(max)))
-            }
+            ProviderKind::Openai => serde_json::to_vec(&wire::openai_request(
+                job,
+                &model.api_model,
+                job.max_tokens.or(Some(max)),
+            )),
             ProviderKind::Anthropic => {
-                if let Some(k) = &self.key {
-                    req = req.header("x-api-key", k);
-                }
                 req = req.header("anthropic-version", wire::ANTHROPIC_VERSION);
-                wire::anthropic_request(job, &model.api_model, job.max_tokens.unwrap_or(max))
+                let max = job.max_tokens.unwrap_or(max);
+                serde_json::to_vec(&wire::anthropic_request(job, &model.api_model, max))
             }
-        };
+        }
+        .expect("a request body always serializes");
         let resp = req
-            .body(body.to_string())
+            .body(body)
             .send()
             .await
             .map_err(|e| transport(&self.name, &e))?;
         let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
+        let headers = (!(200..300).contains(&status)).then(|| resp.headers().clone());
         let bytes = resp.bytes().await.map_err(|e| transport(&self.name, &e))?;
-        if !(200..300).contains(&status) {
+        if let Some(headers) = headers {
             let lookup = |h: &str| {
                 headers
                     .get(h)

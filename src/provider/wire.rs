@@ -5,6 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::policy::Failure;
@@ -45,57 +46,122 @@ fn openai_content(m: &Message) -> Value {
     Value::Array(parts)
 }
 
-/// The body of `POST {base_url}/chat/completions`.
-pub fn openai_request(job: &Job, api_model: &str, max_tokens: Option<u32>) -> Value {
-    let messages: Vec<Value> = job
-        .messages
-        .iter()
-        .map(|m| {
-            let mut o = Map::new();
-            o.insert("role".into(), Value::String(m.role.clone()));
-            o.insert("content".into(), openai_content(m));
-            if let Some(n) = &m.name {
-                o.insert("name".into(), Value::String(n.clone()));
-            }
-            Value::Object(o)
-        })
-        .collect();
-    let mut body = Map::new();
-    body.insert("model".into(), Value::String(api_model.into()));
-    body.insert("messages".into(), Value::Array(messages));
-    if let Some(t) = max_tokens {
-        body.insert("max_tokens".into(), t.into());
+/// The body of `POST {base_url}/chat/completions`, borrowing the record's text.
+#[derive(Serialize)]
+pub struct OpenaiRequest<'a> {
+    model: &'a str,
+    messages: Vec<OpenaiMessage<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct OpenaiMessage<'a> {
+    role: &'a str,
+    content: OpenaiContent<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum OpenaiContent<'a> {
+    Text(&'a str),
+    /// Text and image parts (rare; built as JSON).
+    Parts(Value),
+}
+
+pub fn openai_request<'a>(
+    job: &'a Job,
+    api_model: &'a str,
+    max_tokens: Option<u32>,
+) -> OpenaiRequest<'a> {
+    OpenaiRequest {
+        model: api_model,
+        messages: job
+            .messages
+            .iter()
+            .map(|m| OpenaiMessage {
+                role: &m.role,
+                content: if m.images.is_empty() {
+                    OpenaiContent::Text(&m.text)
+                } else {
+                    OpenaiContent::Parts(openai_content(m))
+                },
+                name: m.name.as_deref(),
+            })
+            .collect(),
+        max_tokens,
+        temperature: job.temperature,
+        response_format: job.response_format.as_ref(),
     }
-    if let Some(t) = job.temperature {
-        body.insert("temperature".into(), t.into());
-    }
-    if let Some(f) = &job.response_format {
-        body.insert("response_format".into(), f.clone());
-    }
-    Value::Object(body)
+}
+
+/// The parts of a chat completion we read; everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct OpenaiAnswer {
+    #[serde(default)]
+    choices: Vec<OpenaiChoice>,
+    usage: Option<OpenaiUsage>,
+}
+
+#[derive(Deserialize)]
+struct OpenaiChoice {
+    message: Option<OpenaiAnswerMessage>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OpenaiAnswerMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OpenaiUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<CachedTokens>,
+    completion_tokens_details: Option<ReasoningTokens>,
+}
+
+#[derive(Deserialize)]
+struct CachedTokens {
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ReasoningTokens {
+    reasoning_tokens: Option<u64>,
 }
 
 /// Parses a successful chat completion. `Err` is a body we cannot use.
 pub fn openai_answer(body: &[u8]) -> Result<Answer, String> {
-    let v: Value =
+    let v: OpenaiAnswer =
         serde_json::from_slice(body).map_err(|e| format!("malformed response body: {e}"))?;
-    let choice = v["choices"].get(0).ok_or("response has no choices")?;
-    let usage = &v["usage"];
+    let choice = v
+        .choices
+        .into_iter()
+        .next()
+        .ok_or("response has no choices")?;
+    let usage = v.usage.ok_or("response has no usage.prompt_tokens")?;
     Ok(Answer {
-        text: choice["message"]["content"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        finish_reason: choice["finish_reason"].as_str().map(String::from),
-        input_tokens: usage["prompt_tokens"]
-            .as_u64()
+        text: choice.message.and_then(|m| m.content).unwrap_or_default(),
+        finish_reason: choice.finish_reason,
+        input_tokens: usage
+            .prompt_tokens
             .ok_or("response has no usage.prompt_tokens")?,
-        output_tokens: usage["completion_tokens"].as_u64().unwrap_or(0),
-        cached_input_tokens: usage["prompt_tokens_details"]["cached_tokens"]
-            .as_u64()
+        output_tokens: usage.completion_tokens.unwrap_or(0),
+        cached_input_tokens: usage
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
             .unwrap_or(0),
-        reasoning_tokens: usage["completion_tokens_details"]["reasoning_tokens"]
-            .as_u64()
+        reasoning_tokens: usage
+            .completion_tokens_details
+            .and_then(|d| d.reasoning_tokens)
             .unwrap_or(0),
     })
 }
@@ -323,7 +389,7 @@ mod tests {
         let j = job(
             r#"{"system":"be brief","prompt":"hi","temperature":0.5,"response_format":{"type":"json_object"}}"#,
         );
-        let body = openai_request(&j, "deepseek-chat", Some(64));
+        let body = serde_json::to_value(openai_request(&j, "deepseek-chat", Some(64))).unwrap();
         assert_eq!(
             body,
             json!({"model": "deepseek-chat",
