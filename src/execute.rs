@@ -31,6 +31,7 @@ use crate::output::{write_jsonl, Call, ResultRow};
 use crate::plan::{Evaluated, Outcome};
 use crate::policy::Failure;
 use crate::policy::{decide, Action, RetryPolicy};
+use crate::progress::Progress;
 use crate::provider::Backend;
 use crate::record::Job;
 use crate::route::Route;
@@ -274,8 +275,11 @@ async fn dispatch(
         done,
         spent,
         mut tally,
+        records: already_done,
         ..
     } = restored;
+    let mut progress = Progress::new(&s.input, already_done, s.budget);
+    let mut seen = 0u64;
     let mut ledger = Ledger::new(s.budget, spent);
     let mut breakers: HashMap<ModelId, Breaker> = HashMap::new();
     let (mut in_flight, mut input_done, mut stopping) = (0usize, false, false);
@@ -285,13 +289,18 @@ async fn dispatch(
     let cooldown = Duration::from_secs(cfg.run.breaker_cooldown_s);
     let mut flush_tick = tokio::time::interval(Duration::from_millis(100));
 
-    let mut emit = |pos: u64, row: &ResultRow, output: &mut Output| -> Result<()> {
+    let mut emit = |pos: u64,
+                    row: &ResultRow,
+                    output: &mut Output,
+                    progress: &mut Progress|
+     -> Result<()> {
         match output {
             Output::Stdout(out) => write_jsonl(out, row)?,
             Output::Journal(j) => j.row(pos, row)?,
         }
         rows += 1;
         not_ok += u64::from(!row.is_ok());
+        progress.finished(row);
         Ok(())
     };
 
@@ -324,6 +333,7 @@ async fn dispatch(
                         j.call(&call)?;
                     }
                     tally.add(&call);
+                    progress.spent(ledger.committed());
                 }
                 ToOwner::Release { reservation, model, failed } => {
                     ledger.release(reservation);
@@ -334,23 +344,27 @@ async fn dispatch(
                 ToOwner::StopOnBudget => stopping = true,
                 ToOwner::Done(pos, row) => {
                     in_flight -= 1;
-                    emit(pos, &row, &mut output)?;
+                    emit(pos, &row, &mut output, &mut progress)?;
                 }
             },
             Some(()) = signals.recv(), if drain_until.is_none() => {
                 let drain = Duration::from_secs(cfg.run.drain_timeout_s);
-                eprintln!(
+                progress.println(&format!(
                     "interrupted: finishing {in_flight} records in flight (at most {}s); Ctrl-C again to abort",
                     drain.as_secs()
-                );
+                ));
                 drain_until = Some(tokio::time::Instant::now() + drain);
                 input_done = true;
             }
             _ = sleep_until_some(drain_until) => break,
             _ = flush_tick.tick() => output.flush()?,
             item = input_rx.recv(), if !input_done && in_flight < concurrency => match item {
-                None => input_done = true,
+                None => {
+                    input_done = true;
+                    progress.input_done(seen);
+                }
                 Some((e, problem)) => {
+                    seen += 1;
                     // Results finished so far are written before another record
                     // starts: a crash can lose at most `concurrency` of them.
                     output.flush()?;
@@ -359,7 +373,7 @@ async fn dispatch(
                         continue;
                     }
                     if let Some(row) = start(&cfg, &s, e, problem, stopping, &provider, &to_owner) {
-                        emit(pos, &row, &mut output)?;
+                        emit(pos, &row, &mut output, &mut progress)?;
                     } else {
                         in_flight += 1;
                     }
@@ -367,6 +381,7 @@ async fn dispatch(
             },
         }
     }
+    progress.clear();
     let interrupted = drain_until.is_some();
     if interrupted {
         // Count what the input still holds, for the resume hint.

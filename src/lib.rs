@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod pretokenize;
+pub mod progress;
 pub mod provider;
 pub mod record;
 pub mod report;

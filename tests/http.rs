@@ -178,3 +178,156 @@ fn rpm_spreads_requests_by_the_server_clock() {
         assert!(gap.as_millis() >= 200, "requests {gap:?} apart at 240 rpm");
     }
 }
+
+/// Rewrites the test config: `(from, to)` replacements, then `extra` appended.
+fn edit(cfg: &std::path::Path, replace: &[(&str, &str)], extra: &str) {
+    let mut text = std::fs::read_to_string(cfg).unwrap();
+    for (from, to) in replace {
+        assert!(text.contains(from), "{from}");
+        text = text.replace(from, to);
+    }
+    text.push_str(extra);
+    std::fs::write(cfg, text).unwrap();
+}
+
+fn prompt_number(req: &common::fake::Seen) -> usize {
+    req.prompt().trim_start_matches("question ").parse().unwrap()
+}
+
+#[test]
+fn every_record_is_accounted_once_under_hangs_resets_cut_and_malformed_bodies() {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use std::time::Duration;
+    const RECORDS: usize = 40;
+    // Each prompt's first request meets a fault chosen by its number; retries succeed.
+    let first = Mutex::new(HashSet::new());
+    let server = serve(Arc::new(move |_, req| {
+        let i = prompt_number(req);
+        if !first.lock().unwrap().insert(i) {
+            return ok_openai("fine");
+        }
+        match i % 8 {
+            0 => Reply::Hang(Duration::from_secs(4)),
+            1 => Reply::Reset,
+            2 => Reply::Cut(r#"{"choices":[{"message":{"content":"half"}}],"usage":{"prompt_tokens":100}}"#.into()),
+            3 => Reply::Respond(200, vec![], "{not json".into()),
+            4 => error(503, "overloaded"),
+            5 => Reply::Respond(429, vec![("retry-after", "0".into())], "{}".into()),
+            _ => ok_openai("fine"),
+        }
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), server.port, "openai");
+    edit(&cfg, &[("timeout_s = 5", "timeout_s = 1")], "");
+    let job: String = (0..RECORDS)
+        .map(|i| format!("{{\"id\":\"r{i:02}\",\"prompt\":\"question {i}\",\"model\":\"cheap\"}}\n"))
+        .collect();
+    let o = run(&cfg, &job, &["--concurrency", "8"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let rows = rows(&o);
+    let mut ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let want: Vec<String> = (0..RECORDS).map(|i| format!("r{i:02}")).collect();
+    assert_eq!(ids, want, "every id exactly once");
+    for r in &rows {
+        let i: usize = r["id"].as_str().unwrap()[1..].parse().unwrap();
+        let faulted = i % 8 < 6;
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["attempts"], if faulted { 2 } else { 1 }, "{r}");
+        assert_eq!(r["cost_usd"].as_f64(), Some(0.00012), "only the answered call is billed: {r}");
+    }
+    // 30 faults injected (5 of each kind), 40 records ok, 70 requests in all.
+    assert_eq!(server.seen().len(), RECORDS + 30);
+}
+
+#[test]
+fn the_breaker_opens_after_repeated_failures_and_recovers_by_a_probe() {
+    use std::time::Duration;
+    // `cheap` fails its first two requests, then answers; `strong` takes 300 ms, so
+    // the 1 s cooldown passes while records go to `strong`.
+    let failures = std::sync::atomic::AtomicUsize::new(0);
+    let server = serve(Arc::new(move |_, req| {
+        if req.model() == "cheap"
+            && failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2
+        {
+            return error(500, "down");
+        }
+        std::thread::sleep(Duration::from_millis(if req.model() == "strong" { 300 } else { 0 }));
+        ok_openai("fine")
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), server.port, "openai");
+    edit(
+        &cfg,
+        &[("max_retries = 2", "max_retries = 0\nbreaker_failures = 2\nbreaker_cooldown_s = 1")],
+        "",
+    );
+    let job: String = (0..12)
+        .map(|i| format!("{{\"id\":\"r{i:02}\",\"prompt\":\"question {i}\",\"task\":\"chat\"}}\n"))
+        .collect();
+    let o = run(&cfg, &job, &["--concurrency", "1"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let seen = server.seen();
+    let cheap: Vec<&common::fake::Seen> = seen.iter().filter(|s| s.model() == "cheap").collect();
+    // Two failures open the breaker; the next cheap request is the probe, sent only
+    // after the cooldown (server clock), and it closes the breaker again.
+    let opened_at = cheap[1].at;
+    let probe = cheap[2];
+    assert!(probe.at - opened_at >= Duration::from_secs(1), "probe after {:?}", probe.at - opened_at);
+    let skipped: Vec<usize> = seen
+        .iter()
+        .filter(|s| s.at > opened_at && s.at < probe.at)
+        .map(|s| {
+            assert_eq!(s.model(), "strong", "no cheap request while open");
+            prompt_number(s)
+        })
+        .collect();
+    assert!(skipped.len() >= 3, "{skipped:?}");
+    // After the probe every record is answered by cheap again.
+    let after: Vec<&str> = seen.iter().filter(|s| s.at > probe.at).map(|s| s.model()).collect();
+    assert!(after.iter().all(|m| *m == "cheap") && !after.is_empty(), "{after:?}");
+    let rows = rows(&o);
+    assert_eq!(rows.len(), 12);
+    let open_row = rows
+        .iter()
+        .find(|r| r["id"] == format!("r{:02}", skipped[1]))
+        .unwrap();
+    assert_eq!(open_row["final_model"], "strong");
+    assert_eq!(open_row["attempts"], 1, "an open breaker sends nothing: {open_row}");
+}
+
+#[test]
+fn a_tagged_record_never_reaches_a_provider_without_that_tag() {
+    let server = serve(Arc::new(|_, _| ok_openai("fine")));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), server.port, "openai");
+    // `safe` is served by the same server under /safe/v1 and may receive `pii`.
+    let safe = format!(
+        "[providers.safe]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{}/safe/v1\"\napi_key_env = \"FAKE_KEY\"\nallowed_tags = [\"pii\"]\n\
+         [models.safe]\nprovider = \"safe\"\ninput_per_mtok = 5.0\noutput_per_mtok = 10.0\ncontext_window = 100000\nmax_output_tokens = 1000\n",
+        server.port
+    );
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text = text.replace("balanced = [\"cheap\", \"strong\"]", "balanced = [\"cheap\", \"safe\"]");
+    text.push_str(&safe);
+    std::fs::write(&cfg, text).unwrap();
+    let job = "{\"id\":\"plain\",\"prompt\":\"question 1\",\"task\":\"chat\"}\n\
+               {\"id\":\"tagged\",\"prompt\":\"question 2\",\"task\":\"chat\",\"tags\":[\"pii\"]}\n\
+               {\"id\":\"pinned\",\"prompt\":\"question 3\",\"model\":\"cheap\",\"tags\":[\"pii\"]}\n";
+    let o = run(&cfg, job, &[]);
+    assert_eq!(o.code, 1, "the pinned record has no allowed model: {}", o.stderr);
+    let seen = server.seen();
+    for s in &seen {
+        let tagged = s.prompt() != "question 1";
+        assert_eq!(s.path.starts_with("/safe/"), tagged, "{} went to {}", s.prompt(), s.path);
+    }
+    assert!(!seen.iter().any(|s| s.prompt() == "question 3"));
+    let rows = rows(&o);
+    let by_id = |id: &str| rows.iter().find(|r| r["id"] == id).unwrap().clone();
+    assert_eq!(by_id("plain")["final_model"], "cheap");
+    assert_eq!(by_id("tagged")["final_model"], "safe");
+    let pinned = by_id("pinned");
+    assert_eq!(pinned["status"], "failed");
+    assert!(pinned["error"].as_str().unwrap().contains("pii"), "{pinned}");
+}
