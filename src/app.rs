@@ -101,7 +101,7 @@ pub(crate) fn evaluate_all(
         |batch| evaluate_batch(batch, cfg, tier),
         |records| {
             for e in records {
-                let problem = summary.add(&e, &mut dedup);
+                let problem = summary.add(&e, &mut dedup, cfg);
                 let invalid = problem.is_some() && !matches!(e.outcome, Outcome::Unroutable { .. });
                 if let Some(p) = &problem {
                     if strict && invalid {
@@ -363,6 +363,18 @@ fn write_plan_table(
         t.add_row(vec![
             m.name.clone(),
             m.provider.clone(),
+            group_thousands(l.records),
+            group_thousands(l.input_tokens),
+            group_thousands(l.output_tokens),
+            l.cost.to_string(),
+            pct(total.share(l.cost)),
+        ]);
+    }
+    if let (Some(m), true) = (cfg.llm_classifier, s.classifier.records > 0) {
+        let l = &s.classifier;
+        t.add_row(vec![
+            crate::plan::model_label(cfg, m, true),
+            cfg.models[m].provider.clone(),
             group_thousands(l.records),
             group_thousands(l.input_tokens),
             group_thousands(l.output_tokens),

@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
-use crate::config::ClassifierConfig;
+use crate::config::{ClassifierConfig, LlmScope};
 use crate::record::{Complexity, Job, Task};
 
 /// How the task was decided.
@@ -19,6 +19,8 @@ pub enum ClassifiedBy {
     Explicit,
     /// The local rules.
     Local,
+    /// The LLM classifier (`[classifier.llm]`).
+    Llm,
 }
 
 impl ClassifiedBy {
@@ -26,6 +28,7 @@ impl ClassifiedBy {
         match self {
             ClassifiedBy::Explicit => "explicit",
             ClassifiedBy::Local => "local",
+            ClassifiedBy::Llm => "llm",
         }
     }
 }
@@ -70,6 +73,60 @@ pub struct Decision {
     pub reason: Reason,
     /// Winning score minus the runner-up; low values mark an unsure decision.
     pub margin: u16,
+}
+
+/// Whether `[classifier.llm]` should see this record: only decisions of the local
+/// rules (never an explicit task, images or tool messages), and with scope `unsure`
+/// only those won by a small margin.
+pub fn wants_llm(d: &Decision, cfg: &ClassifierConfig) -> bool {
+    cfg.llm.enabled
+        && d.classified_by == ClassifiedBy::Local
+        && d.margin != u16::MAX
+        && (cfg.llm.scope == LlmScope::All || d.margin < cfg.llm.max_margin)
+}
+
+/// The task words the LLM classifier may answer (the ones the rules decide too).
+const LLM_TASKS: [Task; 8] = [
+    Task::Code,
+    Task::Summarization,
+    Task::Translation,
+    Task::Classification,
+    Task::Extraction,
+    Task::Creative,
+    Task::Reasoning,
+    Task::Chat,
+];
+
+/// The one-word question (seed 003's prompt, over our task words), showing the first
+/// `max_prompt_chars` of the record's last user message.
+pub fn llm_prompt(job: &Job, cfg: &ClassifierConfig) -> String {
+    let text = job
+        .messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map_or("", |m| m.text.as_str());
+    let mut end = text.len().min(cfg.llm.max_prompt_chars);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let words: Vec<&str> = LLM_TASKS.iter().map(|t| t.as_str()).collect();
+    format!(
+        "Classify the request below. Return one word, one of: {}.\n\nRequest:\n{}\n\nClassification:",
+        words.join(", "),
+        &text[..end]
+    )
+}
+
+/// The task in an LLM classifier's answer: its first word, if it is a task word.
+pub fn parse_llm_answer(answer: &str) -> Option<Task> {
+    let word = answer
+        .split_whitespace()
+        .next()?
+        .trim_matches(|c: char| !c.is_ascii_alphabetic())
+        .to_ascii_lowercase();
+    let task: Task = word.parse().ok()?;
+    LLM_TASKS.contains(&task).then_some(task)
 }
 
 /// A task needs at least this score (in half-points) to beat the `chat` default.
@@ -785,6 +842,7 @@ mod tests {
         let cfg = ClassifierConfig {
             long_context_tokens: 16000,
             max_turns: 10,
+            llm: Default::default(),
         };
         classify(&job(text), 50, &cfg).task
     }
@@ -827,6 +885,7 @@ mod tests {
         let cfg = ClassifierConfig {
             long_context_tokens: 16000,
             max_turns: 10,
+            llm: Default::default(),
         };
         let mut j = job("Summarize this");
         j.task = Some(Code);
@@ -845,6 +904,7 @@ mod tests {
         let cfg = ClassifierConfig {
             long_context_tokens: 16000,
             max_turns: 10,
+            llm: Default::default(),
         };
         let mut j = job("thanks! and what about tomorrow?");
         assert_eq!(classify(&j, 20, &cfg).complexity, Complexity::Simple);

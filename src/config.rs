@@ -122,6 +122,43 @@ struct RawRouting {
 pub struct ClassifierConfig {
     pub long_context_tokens: u64,
     pub max_turns: usize,
+    #[serde(default)]
+    pub llm: LlmClassifierConfig,
+}
+
+/// Which records the LLM classifier sees.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmScope {
+    /// Records the local rules decided by a small margin.
+    #[default]
+    Unsure,
+    All,
+}
+
+/// `[classifier.llm]`: a cheap model asked for one word (seed 003), off by default.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LlmClassifierConfig {
+    pub enabled: bool,
+    pub model: String,
+    pub scope: LlmScope,
+    /// A local decision whose winning margin is below this is unsure.
+    pub max_margin: u16,
+    /// How much of the record's last user message the classifier is shown.
+    pub max_prompt_chars: usize,
+}
+
+impl Default for LlmClassifierConfig {
+    fn default() -> LlmClassifierConfig {
+        LlmClassifierConfig {
+            enabled: false,
+            model: "deepseek-chat".into(),
+            scope: LlmScope::Unsure,
+            max_margin: 4,
+            max_prompt_chars: 2000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +248,8 @@ pub struct Config {
     pub output_tokens: BTreeMap<Task, u32>,
     pub complex_upgrades_tier: bool,
     pub classifier: ClassifierConfig,
+    /// The LLM classifier's model, when `[classifier.llm] enabled`.
+    pub llm_classifier: Option<ModelId>,
     pub batch_model: BatchModel,
     pub simulate: SimulateConfig,
     pub run: RunConfig,
@@ -390,7 +429,19 @@ impl Config {
             )
         })?;
 
+        let llm = &raw.classifier.llm;
+        let llm_classifier = match llm.enabled {
+            false => None,
+            true => Some(index(&llm.model).with_context(|| {
+                format!(
+                    "[classifier.llm] model `{}` is not in the catalog (see `switchyard models`)",
+                    llm.model
+                )
+            })?),
+        };
+
         Ok(Config {
+            llm_classifier,
             tier: over.tier.unwrap_or(raw.defaults.tier),
             baseline,
             output_tokens: raw.defaults.output_tokens,

@@ -21,20 +21,21 @@ use crate::app::{evaluate_all, EXIT_BUDGET, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME
 use crate::breaker::Breaker;
 use crate::budget::{Ledger, Reservation, Shortfall};
 use crate::checks::{check, CheckSet};
-use crate::classify::Decision;
+use crate::classify::{parse_llm_answer, wants_llm, ClassifiedBy, Decision};
 use crate::config::{Config, ModelId};
 use crate::input::Input;
 use crate::journal::{self, Journal, Mode, Restored};
 use crate::limits::Limits;
 use crate::money::{group_thousands, Usd};
 use crate::output::{write_jsonl, Call, ResultRow};
-use crate::plan::{Evaluated, Outcome};
+use crate::plan::{classifier_question, model_label, Evaluated, Outcome};
 use crate::policy::Failure;
 use crate::policy::{decide, Action, RetryPolicy};
 use crate::progress::Progress;
 use crate::provider::Backend;
-use crate::record::Job;
-use crate::route::Route;
+use crate::record::{Job, Task};
+use crate::route::{price, Route};
+use crate::tokens::PromptTokens;
 
 /// What `--on-budget` does with a record whose worst case no longer fits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -289,20 +290,17 @@ async fn dispatch(
     let cooldown = Duration::from_secs(cfg.run.breaker_cooldown_s);
     let mut flush_tick = tokio::time::interval(Duration::from_millis(100));
 
-    let mut emit = |pos: u64,
-                    row: &ResultRow,
-                    output: &mut Output,
-                    progress: &mut Progress|
-     -> Result<()> {
-        match output {
-            Output::Stdout(out) => write_jsonl(out, row)?,
-            Output::Journal(j) => j.row(pos, row)?,
-        }
-        rows += 1;
-        not_ok += u64::from(!row.is_ok());
-        progress.finished(row);
-        Ok(())
-    };
+    let mut emit =
+        |pos: u64, row: &ResultRow, output: &mut Output, progress: &mut Progress| -> Result<()> {
+            match output {
+                Output::Stdout(out) => write_jsonl(out, row)?,
+                Output::Journal(j) => j.row(pos, row)?,
+            }
+            rows += 1;
+            not_ok += u64::from(!row.is_ok());
+            progress.finished(row);
+            Ok(())
+        };
 
     while !(input_done && in_flight == 0) {
         tokio::select! {
@@ -524,6 +522,13 @@ async fn execute(
         base_delay: Duration::from_millis(cfg.run.retry_base_ms),
         ..RetryPolicy::default()
     };
+    let (decision, route) = match cfg
+        .llm_classifier
+        .filter(|_| wants_llm(&decision, &cfg.classifier))
+    {
+        Some(m) => llm_reclassify(cfg, provider, tx, &job, decision, route, m, &mut row).await,
+        None => (decision, route),
+    };
     let checks = CheckSet::default();
     let base = &cfg.models[cfg.baseline];
     let candidates = &route.candidates;
@@ -567,6 +572,7 @@ async fn execute(
         };
         let started = Instant::now();
         let mut attempt = 0u32;
+        let mut needs_larger_context = false;
         let answer = loop {
             attempt += 1;
             row.attempts += 1;
@@ -596,7 +602,11 @@ async fn execute(
                     let jitter = (row.attempts as f64 * 0.618_034).fract();
                     match decide(&failure, attempt, &policy, jitter) {
                         Action::Retry(delay) => tokio::time::sleep(delay).await,
-                        Action::NextCandidate | Action::NextLargerContext => break None,
+                        Action::NextCandidate => break None,
+                        Action::NextLargerContext => {
+                            needs_larger_context = true;
+                            break None;
+                        }
                         Action::Fail => {
                             let _ = tx.send(ToOwner::Release {
                                 reservation,
@@ -610,13 +620,25 @@ async fn execute(
             }
         };
         let Some(answer) = answer else {
+            // A prompt too long for this model is not the model failing.
             let _ = tx.send(ToOwner::Release {
                 reservation,
                 model: c.model,
-                failed: true,
+                failed: !needs_larger_context,
             });
             row.fallbacks += 1;
-            idx += 1;
+            idx = if needs_larger_context {
+                // Our count said it fits; the provider counts more. Only a larger
+                // window can help.
+                match (idx + 1..candidates.len()).find(|&j| {
+                    cfg.models[candidates[j].model].context_window > model.context_window
+                }) {
+                    Some(j) => j,
+                    None => break 'candidates,
+                }
+            } else {
+                idx + 1
+            };
             continue;
         };
         let latency_ms = started.elapsed().as_millis() as u64;
@@ -693,5 +715,93 @@ async fn execute(
             });
             row
         }
+    }
+}
+
+/// Asks the `[classifier.llm]` model for the record's task: one attempt, reserved,
+/// rate-limited and charged like any call, on its own report line. A usable answer
+/// naming another task re-routes the record; anything else keeps the local decision.
+#[allow(clippy::too_many_arguments)]
+async fn llm_reclassify(
+    cfg: &Config,
+    provider: &Clients,
+    tx: &mpsc::UnboundedSender<ToOwner>,
+    job: &Job,
+    decision: Decision,
+    route: Route,
+    m: ModelId,
+    row: &mut ResultRow,
+) -> (Decision, Route) {
+    let question = classifier_question(job, cfg);
+    let mut tokens = PromptTokens::default();
+    let Ok(c) = price(cfg, &question, &decision, m, &mut tokens) else {
+        return (decision, route);
+    };
+    let Grant::Granted(reservation) = ask(tx, m, c.worst_cost).await else {
+        return (decision, route);
+    };
+    let model = &cfg.models[m];
+    provider
+        .limits
+        .acquire(model, c.input_tokens + c.output_tokens)
+        .await;
+    let started = Instant::now();
+    let answer = provider
+        .backend
+        .complete(
+            &question,
+            Task::Classification,
+            model,
+            &c,
+            c.output_tokens,
+            1,
+        )
+        .await;
+    let Ok(answer) = answer else {
+        let _ = tx.send(ToOwner::Release {
+            reservation,
+            model: m,
+            failed: true,
+        });
+        return (decision, route);
+    };
+    let base = &cfg.models[cfg.baseline];
+    let cost =
+        model.input_price.cost(answer.input_tokens) + model.output_price.cost(answer.output_tokens);
+    let _ = tx.send(ToOwner::Settle {
+        reservation,
+        model: m,
+        call: Call {
+            model: model_label(cfg, m, true),
+            provider: model.provider.clone(),
+            ok: true,
+            escalated: false,
+            input_tokens: answer.input_tokens,
+            output_tokens: answer.output_tokens,
+            cost,
+            baseline_cost: base.input_price.cost(answer.input_tokens)
+                + base.output_price.cost(answer.output_tokens),
+            latency_ms: started.elapsed().as_millis() as u64,
+        },
+    });
+    row.cost_usd += cost;
+    let Some(task) = parse_llm_answer(&answer.text) else {
+        return (decision, route);
+    };
+    let asked = Decision {
+        task,
+        classified_by: ClassifiedBy::Llm,
+        ..decision
+    };
+    match crate::route::route(cfg, job, &asked, cfg.tier, &mut tokens) {
+        Ok(rerouted) => {
+            row.task = Some(task.as_str().into());
+            row.classified_by = Some(ClassifiedBy::Llm.as_str().into());
+            row.tier = Some(rerouted.tier.as_str().into());
+            row.routed_model = Some(cfg.models[rerouted.chosen().model].name.clone());
+            (asked, rerouted)
+        }
+        // The answer's task has no eligible model for this record: keep ours.
+        Err(_) => (decision, route),
     }
 }

@@ -7,14 +7,14 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use rustc_hash::FxHasher;
 
-use crate::classify::{classify, Decision};
+use crate::classify::{classify, llm_prompt, wants_llm, Decision};
 use crate::config::{Config, ModelId, Tokenizer};
 use crate::input::parse::parse_record;
 use crate::input::Batch;
 use crate::money::Usd;
 use crate::record::{Job, Position, Task, Tier};
 use crate::report::ReportRow;
-use crate::route::{route, Route};
+use crate::route::{price, route, Route};
 use crate::tokens::PromptTokens;
 
 /// One record after evaluation.
@@ -39,6 +39,8 @@ pub enum Outcome {
         decision: Decision,
         route: Route,
         baseline_cost: Usd,
+        /// Input tokens of the `[classifier.llm]` question, when it will be asked.
+        classifier_tokens: Option<u64>,
     },
 }
 
@@ -61,11 +63,20 @@ pub fn evaluate_batch(batch: Batch, cfg: &Config, tier: Tier) -> Vec<Evaluated> 
                             let base = &cfg.models[cfg.baseline];
                             let baseline_cost = base.input_price.cost(c.input_tokens)
                                 + base.output_price.cost(c.output_tokens);
+                            let classifier_tokens = cfg
+                                .llm_classifier
+                                .filter(|_| wants_llm(&decision, &cfg.classifier))
+                                .and_then(|m| {
+                                    let q = classifier_question(&job, cfg);
+                                    price(cfg, &q, &decision, m, &mut tokens).ok()
+                                })
+                                .map(|c| c.input_tokens);
                             Outcome::Routed {
                                 job: Box::new(job),
                                 decision,
                                 route,
                                 baseline_cost,
+                                classifier_tokens,
                             }
                         }
                         Err(reason) => Outcome::Unroutable {
@@ -137,11 +148,16 @@ pub struct PlanSummary {
     pub total: Line,
     /// Every routed record on its cheapest eligible candidate instead.
     pub cheapest_cost: Usd,
+    /// Questions to the `[classifier.llm]` model (part of `total`'s cost).
+    pub classifier: Line,
 }
+
+/// Output tokens a one-word classifier answer is estimated (and capped) at.
+pub const CLASSIFIER_OUTPUT_TOKENS: u64 = 4;
 
 impl PlanSummary {
     /// Folds one record in. Returns the problem to report, if it has one.
-    pub fn add(&mut self, e: &Evaluated, dedup: &mut Dedup) -> Option<String> {
+    pub fn add(&mut self, e: &Evaluated, dedup: &mut Dedup, cfg: &Config) -> Option<String> {
         self.records += 1;
         if !dedup.first(&e.id) {
             self.invalid += 1;
@@ -163,8 +179,18 @@ impl PlanSummary {
                 decision,
                 route,
                 baseline_cost,
+                classifier_tokens,
                 ..
             } => {
+                if let (Some(input), Some(m)) = (classifier_tokens, cfg.llm_classifier) {
+                    let (m, base) = (&cfg.models[m], &cfg.models[cfg.baseline]);
+                    let out = CLASSIFIER_OUTPUT_TOKENS;
+                    let cost = m.input_price.cost(*input) + m.output_price.cost(out);
+                    let baseline = base.input_price.cost(*input) + base.output_price.cost(out);
+                    self.classifier.add(*input, out, cost, baseline);
+                    self.total.cost += cost;
+                    self.total.baseline_cost += baseline;
+                }
                 let c = route.chosen();
                 self.models.entry(c.model).or_default().add(
                     c.input_tokens,
@@ -192,11 +218,17 @@ impl PlanSummary {
 
     /// The per-model report (estimates: `ok` = routed records, no latency).
     pub fn report_rows(&self, cfg: &Config) -> Vec<ReportRow> {
+        let classifier = cfg
+            .llm_classifier
+            .filter(|_| self.classifier.records > 0)
+            .map(|m| (m, &self.classifier));
         self.models
             .iter()
+            .map(|(id, l)| (*id, l))
+            .chain(classifier)
             .map(|(id, l)| ReportRow {
-                model: cfg.models[*id].name.clone(),
-                provider: Some(cfg.models[*id].provider.clone()),
+                model: model_label(cfg, id, std::ptr::eq(l, &self.classifier)),
+                provider: Some(cfg.models[id].provider.clone()),
                 requests: l.records,
                 ok: l.records,
                 failed: 0,
@@ -209,5 +241,27 @@ impl PlanSummary {
                 latency_p95_ms: None,
             })
             .collect()
+    }
+}
+
+/// The record as the `[classifier.llm]` model is asked about it: one short
+/// question carrying the record's tags (so a tagged record's text goes only where
+/// the tag is allowed; otherwise the local decision stands).
+pub fn classifier_question(job: &Job, cfg: &Config) -> Job {
+    Job {
+        max_tokens: Some(CLASSIFIER_OUTPUT_TOKENS as u32),
+        temperature: Some(0.0),
+        tags: job.tags.clone(),
+        ..Job::from_prompt(&job.id, &llm_prompt(job, &cfg.classifier))
+    }
+}
+
+/// A model's name in a report; its classifier questions get their own line.
+pub fn model_label(cfg: &Config, id: ModelId, classifier: bool) -> String {
+    let name = &cfg.models[id].name;
+    if classifier {
+        format!("{name} (classifier)")
+    } else {
+        name.clone()
     }
 }

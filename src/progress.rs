@@ -27,10 +27,9 @@ impl Progress {
                 Some(count_lines(input)),
                 ProgressDrawTarget::stderr_with_hz(4),
             );
-            let style = ProgressStyle::with_template(
-                "{spinner} {pos}/{len} {msg} | {per_sec} | ETA {eta}",
-            )
-            .expect("a valid template");
+            let style =
+                ProgressStyle::with_template("{spinner} {pos}/{len} {msg} | {per_sec} | ETA {eta}")
+                    .expect("a valid template");
             bar.set_style(style);
             bar.set_position(already_done);
             bar.enable_steady_tick(Duration::from_millis(250));

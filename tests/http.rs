@@ -191,7 +191,10 @@ fn edit(cfg: &std::path::Path, replace: &[(&str, &str)], extra: &str) {
 }
 
 fn prompt_number(req: &common::fake::Seen) -> usize {
-    req.prompt().trim_start_matches("question ").parse().unwrap()
+    req.prompt()
+        .trim_start_matches("question ")
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -210,7 +213,10 @@ fn every_record_is_accounted_once_under_hangs_resets_cut_and_malformed_bodies() 
         match i % 8 {
             0 => Reply::Hang(Duration::from_secs(4)),
             1 => Reply::Reset,
-            2 => Reply::Cut(r#"{"choices":[{"message":{"content":"half"}}],"usage":{"prompt_tokens":100}}"#.into()),
+            2 => Reply::Cut(
+                r#"{"choices":[{"message":{"content":"half"}}],"usage":{"prompt_tokens":100}}"#
+                    .into(),
+            ),
             3 => Reply::Respond(200, vec![], "{not json".into()),
             4 => error(503, "overloaded"),
             5 => Reply::Respond(429, vec![("retry-after", "0".into())], "{}".into()),
@@ -221,7 +227,9 @@ fn every_record_is_accounted_once_under_hangs_resets_cut_and_malformed_bodies() 
     let cfg = config(dir.path(), server.port, "openai");
     edit(&cfg, &[("timeout_s = 5", "timeout_s = 1")], "");
     let job: String = (0..RECORDS)
-        .map(|i| format!("{{\"id\":\"r{i:02}\",\"prompt\":\"question {i}\",\"model\":\"cheap\"}}\n"))
+        .map(|i| {
+            format!("{{\"id\":\"r{i:02}\",\"prompt\":\"question {i}\",\"model\":\"cheap\"}}\n")
+        })
         .collect();
     let o = run(&cfg, &job, &["--concurrency", "8"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -235,7 +243,11 @@ fn every_record_is_accounted_once_under_hangs_resets_cut_and_malformed_bodies() 
         let faulted = i % 8 < 6;
         assert_eq!(r["status"], "ok", "{r}");
         assert_eq!(r["attempts"], if faulted { 2 } else { 1 }, "{r}");
-        assert_eq!(r["cost_usd"].as_f64(), Some(0.00012), "only the answered call is billed: {r}");
+        assert_eq!(
+            r["cost_usd"].as_f64(),
+            Some(0.00012),
+            "only the answered call is billed: {r}"
+        );
     }
     // 30 faults injected (5 of each kind), 40 records ok, 70 requests in all.
     assert_eq!(server.seen().len(), RECORDS + 30);
@@ -248,19 +260,25 @@ fn the_breaker_opens_after_repeated_failures_and_recovers_by_a_probe() {
     // the 1 s cooldown passes while records go to `strong`.
     let failures = std::sync::atomic::AtomicUsize::new(0);
     let server = serve(Arc::new(move |_, req| {
-        if req.model() == "cheap"
-            && failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2
+        if req.model() == "cheap" && failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2
         {
             return error(500, "down");
         }
-        std::thread::sleep(Duration::from_millis(if req.model() == "strong" { 300 } else { 0 }));
+        std::thread::sleep(Duration::from_millis(if req.model() == "strong" {
+            300
+        } else {
+            0
+        }));
         ok_openai("fine")
     }));
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), server.port, "openai");
     edit(
         &cfg,
-        &[("max_retries = 2", "max_retries = 0\nbreaker_failures = 2\nbreaker_cooldown_s = 1")],
+        &[(
+            "max_retries = 2",
+            "max_retries = 0\nbreaker_failures = 2\nbreaker_cooldown_s = 1",
+        )],
         "",
     );
     let job: String = (0..12)
@@ -274,7 +292,11 @@ fn the_breaker_opens_after_repeated_failures_and_recovers_by_a_probe() {
     // after the cooldown (server clock), and it closes the breaker again.
     let opened_at = cheap[1].at;
     let probe = cheap[2];
-    assert!(probe.at - opened_at >= Duration::from_secs(1), "probe after {:?}", probe.at - opened_at);
+    assert!(
+        probe.at - opened_at >= Duration::from_secs(1),
+        "probe after {:?}",
+        probe.at - opened_at
+    );
     let skipped: Vec<usize> = seen
         .iter()
         .filter(|s| s.at > opened_at && s.at < probe.at)
@@ -285,8 +307,15 @@ fn the_breaker_opens_after_repeated_failures_and_recovers_by_a_probe() {
         .collect();
     assert!(skipped.len() >= 3, "{skipped:?}");
     // After the probe every record is answered by cheap again.
-    let after: Vec<&str> = seen.iter().filter(|s| s.at > probe.at).map(|s| s.model()).collect();
-    assert!(after.iter().all(|m| *m == "cheap") && !after.is_empty(), "{after:?}");
+    let after: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.at > probe.at)
+        .map(|s| s.model())
+        .collect();
+    assert!(
+        after.iter().all(|m| *m == "cheap") && !after.is_empty(),
+        "{after:?}"
+    );
     let rows = rows(&o);
     assert_eq!(rows.len(), 12);
     let open_row = rows
@@ -294,7 +323,10 @@ fn the_breaker_opens_after_repeated_failures_and_recovers_by_a_probe() {
         .find(|r| r["id"] == format!("r{:02}", skipped[1]))
         .unwrap();
     assert_eq!(open_row["final_model"], "strong");
-    assert_eq!(open_row["attempts"], 1, "an open breaker sends nothing: {open_row}");
+    assert_eq!(
+        open_row["attempts"], 1,
+        "an open breaker sends nothing: {open_row}"
+    );
 }
 
 #[test]
@@ -309,18 +341,31 @@ fn a_tagged_record_never_reaches_a_provider_without_that_tag() {
         server.port
     );
     let mut text = std::fs::read_to_string(&cfg).unwrap();
-    text = text.replace("balanced = [\"cheap\", \"strong\"]", "balanced = [\"cheap\", \"safe\"]");
+    text = text.replace(
+        "balanced = [\"cheap\", \"strong\"]",
+        "balanced = [\"cheap\", \"safe\"]",
+    );
     text.push_str(&safe);
     std::fs::write(&cfg, text).unwrap();
     let job = "{\"id\":\"plain\",\"prompt\":\"question 1\",\"task\":\"chat\"}\n\
                {\"id\":\"tagged\",\"prompt\":\"question 2\",\"task\":\"chat\",\"tags\":[\"pii\"]}\n\
                {\"id\":\"pinned\",\"prompt\":\"question 3\",\"model\":\"cheap\",\"tags\":[\"pii\"]}\n";
     let o = run(&cfg, job, &[]);
-    assert_eq!(o.code, 1, "the pinned record has no allowed model: {}", o.stderr);
+    assert_eq!(
+        o.code, 1,
+        "the pinned record has no allowed model: {}",
+        o.stderr
+    );
     let seen = server.seen();
     for s in &seen {
         let tagged = s.prompt() != "question 1";
-        assert_eq!(s.path.starts_with("/safe/"), tagged, "{} went to {}", s.prompt(), s.path);
+        assert_eq!(
+            s.path.starts_with("/safe/"),
+            tagged,
+            "{} went to {}",
+            s.prompt(),
+            s.path
+        );
     }
     assert!(!seen.iter().any(|s| s.prompt() == "question 3"));
     let rows = rows(&o);
@@ -329,5 +374,141 @@ fn a_tagged_record_never_reaches_a_provider_without_that_tag() {
     assert_eq!(by_id("tagged")["final_model"], "safe");
     let pinned = by_id("pinned");
     assert_eq!(pinned["status"], "failed");
-    assert!(pinned["error"].as_str().unwrap().contains("pii"), "{pinned}");
+    assert!(
+        pinned["error"].as_str().unwrap().contains("pii"),
+        "{pinned}"
+    );
+}
+
+#[test]
+fn a_context_length_400_moves_to_a_larger_window_not_the_next_model() {
+    let server = serve(Arc::new(|_, req| {
+        match req.model() {
+        "cheap" => Reply::Respond(
+            400,
+            vec![],
+            r#"{"error":{"message":"This model's maximum context length is 100000 tokens.","code":"context_length_exceeded"}}"#.into(),
+        ),
+        _ => ok_openai("fine"),
+    }
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), server.port, "openai");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text = text.replace(
+        "balanced = [\"cheap\", \"strong\"]",
+        "balanced = [\"cheap\", \"strong\", \"big\"]",
+    );
+    text.push_str("[models.big]\nprovider = \"fake\"\ninput_per_mtok = 20.0\noutput_per_mtok = 40.0\ncontext_window = 1000000\nmax_output_tokens = 1000\n");
+    std::fs::write(&cfg, text).unwrap();
+    let o = run(
+        &cfg,
+        "{\"id\":\"long\",\"prompt\":\"question 1\",\"task\":\"chat\"}\n",
+        &[],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let models: Vec<String> = server
+        .seen()
+        .iter()
+        .map(|s| s.model().to_string())
+        .collect();
+    assert_eq!(
+        models,
+        ["cheap", "big"],
+        "strong has the same window as cheap"
+    );
+    let r = &rows(&o)[0];
+    assert_eq!(
+        (r["final_model"].as_str(), r["fallbacks"].as_u64()),
+        (Some("big"), Some(1))
+    );
+}
+
+#[test]
+fn the_llm_classifier_reroutes_on_a_usable_word_and_is_charged_on_its_own_line() {
+    let server = serve(Arc::new(|_, req| {
+        let p = req.prompt();
+        if p.starts_with("Classify the request below.") {
+            if p.contains("question 1") {
+                ok_openai("Code.")
+            } else {
+                ok_openai("banana")
+            }
+        } else {
+            ok_openai("fine")
+        }
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), server.port, "openai");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text = text.replacen(
+        "[routes.code]\nbudget = [\"cheap\", \"strong\"]\nbalanced = [\"cheap\", \"strong\"]",
+        "[routes.code]\nbudget = [\"strong\"]\nbalanced = [\"strong\"]",
+        1,
+    );
+    text.push_str("[classifier.llm]\nenabled = true\nmodel = \"cheap\"\nscope = \"all\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let job =
+        "{\"id\":\"a\",\"prompt\":\"question 1\"}\n{\"id\":\"b\",\"prompt\":\"question 2\"}\n";
+
+    // plan prices the two questions on their own line.
+    let input = common::fake::write_job(&cfg, job);
+    let plan = common::bin()
+        .args([
+            "plan",
+            input.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let line = plan["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "cheap (classifier)")
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert_eq!(line["requests"], 2, "{line}");
+
+    let o = run(&cfg, job, &[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let rows = rows(&o);
+    let by_id = |id: &str| rows.iter().find(|r| r["id"] == id).unwrap().clone();
+    let a = by_id("a");
+    assert_eq!(
+        (
+            a["task"].as_str(),
+            a["classified_by"].as_str(),
+            a["final_model"].as_str()
+        ),
+        (Some("code"), Some("llm"), Some("strong"))
+    );
+    // The question (100 × $1/M + 10 × $2/M) plus the answer on strong ($10/$20 per M).
+    assert_eq!(a["cost_usd"].as_f64(), Some(0.00132));
+    let b = by_id("b");
+    assert_eq!(
+        (
+            b["task"].as_str(),
+            b["classified_by"].as_str(),
+            b["final_model"].as_str()
+        ),
+        (Some("chat"), Some("local"), Some("cheap")),
+        "an unusable word keeps the local decision"
+    );
+    assert_eq!(b["cost_usd"].as_f64(), Some(0.00024));
+    let report = o
+        .stderr
+        .lines()
+        .find(|l| l.contains("cheap (classifier)"))
+        .unwrap_or_else(|| panic!("{}", o.stderr));
+    let cols: Vec<&str> = report.split_whitespace().collect();
+    assert_eq!(
+        &cols[..5],
+        ["cheap", "(classifier)", "fake", "2", "2"],
+        "{report}"
+    );
+    assert_eq!(server.seen().len(), 4);
 }
