@@ -1,6 +1,7 @@
 //! Criterion benches for the per-record hot path of `plan`: each stage on its own, so
 //! a regression points at its stage. Inputs are the repo's example jobs (real-shaped
-//! prompts), processed record by record as the planner does.
+//! prompts), processed record by record as the planner does. Plus `run`'s results
+//! file, written 10,000 rows at a time.
 //!
 //!     cargo bench --bench pipeline
 
@@ -8,6 +9,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use switchyard::classify::classify;
 use switchyard::config::{Config, Tokenizer};
 use switchyard::input::parse::parse_record;
+use switchyard::money::Usd;
+use switchyard::output::{ParquetResults, ResultRow};
 use switchyard::record::{Job, Tier};
 use switchyard::route::route;
 use switchyard::tokens::{count_messages, PromptTokens};
@@ -103,5 +106,49 @@ fn stages(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stages);
+/// `run`'s results file: 10,000 finished rows (a 200-character response each, like a
+/// short summary) written to `results.parquet` in row groups and renamed into place —
+/// the per-record cost of the final pass over the journal.
+fn parquet_results(c: &mut Criterion) {
+    let rows: Vec<ResultRow> = (0..10_000)
+        .map(|i| ResultRow {
+            id: format!("rec-{i:06}"),
+            status: "ok".into(),
+            task: Some("summarization".into()),
+            complexity: Some("simple".into()),
+            classified_by: Some("local".into()),
+            tier: Some("balanced".into()),
+            routed_model: Some("deepseek-v4-flash".into()),
+            final_model: Some("deepseek-v4-flash".into()),
+            provider: Some("deepseek".into()),
+            attempts: 1,
+            response: Some("The customer reports a billing error on invoice 4411. ".repeat(4)),
+            finish_reason: Some("stop".into()),
+            input_tokens: 412,
+            output_tokens: 57,
+            cost_usd: Usd::from_pico(73_640_000 + i),
+            latency_ms: Some(840),
+            ..ResultRow::default()
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = c.benchmark_group("results");
+    g.throughput(Throughput::Elements(rows.len() as u64));
+    g.bench_function("parquet_write_10k", |b| {
+        b.iter_batched(
+            || rows.clone(),
+            |rows| {
+                let mut out = ParquetResults::create(dir.path()).unwrap();
+                for r in rows {
+                    out.push(r).unwrap();
+                }
+                out.finish().unwrap();
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages, parquet_results);
 criterion_main!(benches);

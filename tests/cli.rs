@@ -630,3 +630,28 @@ fn models_table_lists_the_catalog() {
         ]
     );
 }
+
+#[test]
+fn every_example_config_in_jobs_loads_cleanly_and_plans() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        seen += 1;
+        let o = common::bin()
+            .args([
+                "plan",
+                "jobs/mixed.jsonl",
+                "--config",
+                path.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{}: {stderr}", path.display());
+        assert!(stderr.is_empty(), "{}: {stderr}", path.display());
+    }
+    assert!(seen >= 4, "openai, openrouter, ollama and gateway examples");
+}
