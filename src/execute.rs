@@ -32,6 +32,7 @@ use crate::plan::{classifier_question, model_label, Evaluated, Outcome};
 use crate::policy::Failure;
 use crate::policy::{decide, Action, RetryPolicy};
 use crate::progress::Progress;
+use crate::provider::wire::Answer;
 use crate::provider::Backend;
 use crate::record::{Job, Task};
 use crate::route::{price, Route};
@@ -530,7 +531,6 @@ async fn execute(
         None => (decision, route),
     };
     let checks = CheckSet::default();
-    let base = &cfg.models[cfg.baseline];
     let candidates = &route.candidates;
     let mut escalations_left = cfg.run.max_escalations;
     let mut best: Option<ResultRow> = None;
@@ -642,8 +642,6 @@ async fn execute(
             continue;
         };
         let latency_ms = started.elapsed().as_millis() as u64;
-        let cost = model.input_price.cost(answer.input_tokens)
-            + model.output_price.cost(answer.output_tokens);
         let weakness = check(
             &job,
             decision.task,
@@ -652,23 +650,20 @@ async fn execute(
             &checks,
         );
         let escalate = weakness.is_some() && escalations_left > 0 && idx + 1 < candidates.len();
+        let call = billed_call(
+            cfg,
+            c.model,
+            model.name.clone(),
+            &answer,
+            escalate,
+            latency_ms,
+        );
+        row.cost_usd += call.cost;
         let _ = tx.send(ToOwner::Settle {
             reservation,
             model: c.model,
-            call: Call {
-                model: model.name.clone(),
-                provider: model.provider.clone(),
-                ok: true,
-                escalated: escalate,
-                input_tokens: answer.input_tokens,
-                output_tokens: answer.output_tokens,
-                cost,
-                baseline_cost: base.input_price.cost(answer.input_tokens)
-                    + base.output_price.cost(answer.output_tokens),
-                latency_ms,
-            },
+            call,
         });
-        row.cost_usd += cost;
         row.input_tokens += answer.input_tokens;
         row.output_tokens += answer.output_tokens;
         row.latency_ms = Some(row.latency_ms.unwrap_or(0) + latency_ms);
@@ -765,26 +760,21 @@ async fn llm_reclassify(
         });
         return (decision, route);
     };
-    let base = &cfg.models[cfg.baseline];
-    let cost =
-        model.input_price.cost(answer.input_tokens) + model.output_price.cost(answer.output_tokens);
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let call = billed_call(
+        cfg,
+        m,
+        model_label(cfg, m, true),
+        &answer,
+        false,
+        latency_ms,
+    );
+    row.cost_usd += call.cost;
     let _ = tx.send(ToOwner::Settle {
         reservation,
         model: m,
-        call: Call {
-            model: model_label(cfg, m, true),
-            provider: model.provider.clone(),
-            ok: true,
-            escalated: false,
-            input_tokens: answer.input_tokens,
-            output_tokens: answer.output_tokens,
-            cost,
-            baseline_cost: base.input_price.cost(answer.input_tokens)
-                + base.output_price.cost(answer.output_tokens),
-            latency_ms: started.elapsed().as_millis() as u64,
-        },
+        call,
     });
-    row.cost_usd += cost;
     let Some(task) = parse_llm_answer(&answer.text) else {
         return (decision, route);
     };
@@ -803,5 +793,30 @@ async fn llm_reclassify(
         }
         // The answer's task has no eligible model for this record: keep ours.
         Err(_) => (decision, route),
+    }
+}
+
+/// An answered call, charged to `model` (reported as `name`) at its prices, with what
+/// the same tokens would have cost on the baseline.
+fn billed_call(
+    cfg: &Config,
+    model: ModelId,
+    name: String,
+    answer: &Answer,
+    escalated: bool,
+    latency_ms: u64,
+) -> Call {
+    let (m, base) = (&cfg.models[model], &cfg.models[cfg.baseline]);
+    let (input, output) = (answer.input_tokens, answer.output_tokens);
+    Call {
+        model: name,
+        provider: m.provider.clone(),
+        ok: true,
+        escalated,
+        input_tokens: input,
+        output_tokens: output,
+        cost: m.input_price.cost(input) + m.output_price.cost(output),
+        baseline_cost: base.input_price.cost(input) + base.output_price.cost(output),
+        latency_ms,
     }
 }
