@@ -1,9 +1,8 @@
 //! `run`: the records of a job executed with bounded concurrency. One owner (the
-//! dispatch loop) holds the run state — budget ledger, circuit breakers, cost tally,
-//! output sink — and record tasks ask it for budget and report to it over channels.
-//! Per record: walk the route's candidates; reserve the worst case before sending;
-//! retry transient failures per `policy`; fall back to the next candidate; check the
-//! answer and escalate a weak one; settle what was used.
+//! dispatch loop here) holds the run state — budget ledger, circuit breakers, cost
+//! tally, journal or stdout, progress — and record tasks (`record`) ask it for budget
+//! and report to it over channels. It also owns the journal's flush points, resume
+//! and the Ctrl-C drain.
 //!
 //! Providers are the configured HTTP APIs, or with `--simulate` the in-process
 //! simulator; a run never mixes them.
@@ -20,23 +19,19 @@ use tokio::sync::{mpsc, oneshot};
 use crate::app::{evaluate_all, EXIT_BUDGET, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED};
 use crate::breaker::Breaker;
 use crate::budget::{Ledger, Reservation, Shortfall};
-use crate::checks::{check, CheckSet};
-use crate::classify::{parse_llm_answer, wants_llm, ClassifiedBy, Decision};
+use crate::classify::Decision;
 use crate::config::{Config, ModelId};
 use crate::input::Input;
 use crate::journal::{self, Journal, Mode, Restored};
 use crate::limits::Limits;
 use crate::money::{group_thousands, Usd};
 use crate::output::{write_jsonl, Call, ResultRow};
-use crate::plan::{classifier_question, model_label, Evaluated, Outcome};
-use crate::policy::Failure;
-use crate::policy::{decide, Action, RetryPolicy};
+use crate::plan::{Evaluated, Outcome};
 use crate::progress::Progress;
-use crate::provider::wire::Answer;
+
+mod record;
 use crate::provider::Backend;
-use crate::record::{Job, Task};
-use crate::route::{price, Route};
-use crate::tokens::PromptTokens;
+use crate::record::Job;
 
 /// What `--on-budget` does with a record whose worst case no longer fits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -478,7 +473,8 @@ fn start(
             let work = {
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    execute(&cfg, &provider, &tx, on_budget, *job, decision, route, row).await
+                    record::execute(&cfg, &provider, &tx, on_budget, *job, decision, route, row)
+                        .await
                 })
             };
             tokio::spawn(async move {
@@ -487,336 +483,5 @@ fn start(
             });
             None
         }
-    }
-}
-
-async fn ask(tx: &mpsc::UnboundedSender<ToOwner>, model: ModelId, worst: Usd) -> Grant {
-    let (reply, answer) = oneshot::channel();
-    if tx
-        .send(ToOwner::Reserve {
-            model,
-            worst,
-            reply,
-        })
-        .is_err()
-    {
-        return Grant::BreakerOpen;
-    }
-    answer.await.unwrap_or(Grant::BreakerOpen)
-}
-
-/// Runs one record through its candidates. Every call is charged to the model that
-/// made it; the row keeps the final (or best) answer.
-#[allow(clippy::too_many_arguments)]
-async fn execute(
-    cfg: &Config,
-    provider: &Clients,
-    tx: &mpsc::UnboundedSender<ToOwner>,
-    on_budget: OnBudget,
-    job: Job,
-    decision: Decision,
-    route: Route,
-    mut row: ResultRow,
-) -> ResultRow {
-    let policy = RetryPolicy {
-        max_retries: cfg.run.max_retries,
-        base_delay: Duration::from_millis(cfg.run.retry_base_ms),
-        ..RetryPolicy::default()
-    };
-    let (decision, route) = match cfg
-        .llm_classifier
-        .filter(|_| wants_llm(&decision, &cfg.classifier))
-    {
-        Some(m) => llm_reclassify(cfg, provider, tx, &job, decision, route, m, &mut row).await,
-        None => (decision, route),
-    };
-    let checks = CheckSet::default();
-    let candidates = &route.candidates;
-    let mut escalations_left = cfg.run.max_escalations;
-    let mut best: Option<ResultRow> = None;
-    let mut last_error = String::new();
-    let mut refused_by_budget = false;
-    let mut idx = 0;
-    'candidates: while idx < candidates.len() {
-        let c = candidates[idx];
-        let model = &cfg.models[c.model];
-        let reservation = match ask(tx, c.model, c.worst_cost).await {
-            Grant::Granted(r) => r,
-            Grant::BreakerOpen => {
-                last_error = format!("{}: circuit open", model.name);
-                idx += 1;
-                row.fallbacks += 1;
-                continue;
-            }
-            Grant::NoBudget(short) => {
-                last_error = format!(
-                    "budget: {} needs up to {}, {} left",
-                    model.name, short.needed, short.available
-                );
-                let cheaper = (idx + 1..candidates.len())
-                    .filter(|&j| candidates[j].worst_cost < c.worst_cost)
-                    .min_by_key(|&j| candidates[j].worst_cost);
-                match (on_budget, cheaper) {
-                    (OnBudget::Downgrade, Some(j)) => {
-                        idx = j;
-                        continue;
-                    }
-                    (OnBudget::Stop, _) => {
-                        let _ = tx.send(ToOwner::StopOnBudget);
-                    }
-                    _ => {}
-                }
-                refused_by_budget = true;
-                break 'candidates;
-            }
-        };
-        let started = Instant::now();
-        let mut attempt = 0u32;
-        let mut needs_larger_context = false;
-        let answer = loop {
-            attempt += 1;
-            row.attempts += 1;
-            let cap = job
-                .max_tokens
-                .map_or(u64::from(model.max_output_tokens), u64::from);
-            provider
-                .limits
-                .acquire(model, c.input_tokens + c.output_tokens)
-                .await;
-            match provider
-                .backend
-                .complete(&job, decision.task, model, &c, cap, attempt)
-                .await
-            {
-                Ok(a) => break Some(a),
-                Err((failure, msg)) => {
-                    last_error = format!("{}: {msg}", model.name);
-                    if let Failure::Http {
-                        status: 429,
-                        retry_after: Some(wait),
-                        ..
-                    } = &failure
-                    {
-                        provider.limits.pause(model, *wait);
-                    }
-                    let jitter = (row.attempts as f64 * 0.618_034).fract();
-                    match decide(&failure, attempt, &policy, jitter) {
-                        Action::Retry(delay) => tokio::time::sleep(delay).await,
-                        Action::NextCandidate => break None,
-                        Action::NextLargerContext => {
-                            needs_larger_context = true;
-                            break None;
-                        }
-                        Action::Fail => {
-                            let _ = tx.send(ToOwner::Release {
-                                reservation,
-                                model: c.model,
-                                failed: false,
-                            });
-                            break 'candidates;
-                        }
-                    }
-                }
-            }
-        };
-        let Some(answer) = answer else {
-            // A prompt too long for this model is not the model failing.
-            let _ = tx.send(ToOwner::Release {
-                reservation,
-                model: c.model,
-                failed: !needs_larger_context,
-            });
-            row.fallbacks += 1;
-            idx = if needs_larger_context {
-                // Our count said it fits; the provider counts more. Only a larger
-                // window can help.
-                match (idx + 1..candidates.len()).find(|&j| {
-                    cfg.models[candidates[j].model].context_window > model.context_window
-                }) {
-                    Some(j) => j,
-                    None => break 'candidates,
-                }
-            } else {
-                idx + 1
-            };
-            continue;
-        };
-        let latency_ms = started.elapsed().as_millis() as u64;
-        let weakness = check(
-            &job,
-            decision.task,
-            &answer.text,
-            answer.finish_reason.as_deref(),
-            &checks,
-        );
-        let escalate = weakness.is_some() && escalations_left > 0 && idx + 1 < candidates.len();
-        let call = billed_call(
-            cfg,
-            c.model,
-            model.name.clone(),
-            &answer,
-            escalate,
-            latency_ms,
-        );
-        row.cost_usd += call.cost;
-        let _ = tx.send(ToOwner::Settle {
-            reservation,
-            model: c.model,
-            call,
-        });
-        row.input_tokens += answer.input_tokens;
-        row.output_tokens += answer.output_tokens;
-        row.latency_ms = Some(row.latency_ms.unwrap_or(0) + latency_ms);
-        row.final_model = Some(model.name.clone());
-        row.provider = Some(model.provider.clone());
-        row.response = Some(answer.text);
-        row.finish_reason = answer.finish_reason;
-        row.status = "ok".into();
-        if escalate {
-            row.escalations.push(
-                weakness
-                    .expect("escalating on a weakness")
-                    .as_str()
-                    .to_string(),
-            );
-            escalations_left -= 1;
-            best = Some(row.clone());
-            idx += 1;
-            continue;
-        }
-        return row;
-    }
-    match best {
-        // An escalation that found nothing better keeps the answer it had, with the
-        // spend of every call.
-        Some(mut b) => {
-            b.cost_usd = row.cost_usd;
-            b.attempts = row.attempts;
-            b.fallbacks = row.fallbacks;
-            b.error = Some(last_error);
-            b
-        }
-        None => {
-            row.status = if refused_by_budget {
-                "skipped_budget"
-            } else {
-                "failed"
-            }
-            .into();
-            row.error = Some(if last_error.is_empty() {
-                "no candidate answered".into()
-            } else {
-                last_error
-            });
-            row
-        }
-    }
-}
-
-/// Asks the `[classifier.llm]` model for the record's task: one attempt, reserved,
-/// rate-limited and charged like any call, on its own report line. A usable answer
-/// naming another task re-routes the record; anything else keeps the local decision.
-#[allow(clippy::too_many_arguments)]
-async fn llm_reclassify(
-    cfg: &Config,
-    provider: &Clients,
-    tx: &mpsc::UnboundedSender<ToOwner>,
-    job: &Job,
-    decision: Decision,
-    route: Route,
-    m: ModelId,
-    row: &mut ResultRow,
-) -> (Decision, Route) {
-    let question = classifier_question(job, cfg);
-    let mut tokens = PromptTokens::default();
-    let Ok(c) = price(cfg, &question, &decision, m, &mut tokens) else {
-        return (decision, route);
-    };
-    let Grant::Granted(reservation) = ask(tx, m, c.worst_cost).await else {
-        return (decision, route);
-    };
-    let model = &cfg.models[m];
-    provider
-        .limits
-        .acquire(model, c.input_tokens + c.output_tokens)
-        .await;
-    let started = Instant::now();
-    let answer = provider
-        .backend
-        .complete(
-            &question,
-            Task::Classification,
-            model,
-            &c,
-            c.output_tokens,
-            1,
-        )
-        .await;
-    let Ok(answer) = answer else {
-        let _ = tx.send(ToOwner::Release {
-            reservation,
-            model: m,
-            failed: true,
-        });
-        return (decision, route);
-    };
-    let latency_ms = started.elapsed().as_millis() as u64;
-    let call = billed_call(
-        cfg,
-        m,
-        model_label(cfg, m, true),
-        &answer,
-        false,
-        latency_ms,
-    );
-    row.cost_usd += call.cost;
-    let _ = tx.send(ToOwner::Settle {
-        reservation,
-        model: m,
-        call,
-    });
-    let Some(task) = parse_llm_answer(&answer.text) else {
-        return (decision, route);
-    };
-    let asked = Decision {
-        task,
-        classified_by: ClassifiedBy::Llm,
-        ..decision
-    };
-    match crate::route::route(cfg, job, &asked, cfg.tier, &mut tokens) {
-        Ok(rerouted) => {
-            row.task = Some(task.as_str().into());
-            row.classified_by = Some(ClassifiedBy::Llm.as_str().into());
-            row.tier = Some(rerouted.tier.as_str().into());
-            row.routed_model = Some(cfg.models[rerouted.chosen().model].name.clone());
-            (asked, rerouted)
-        }
-        // The answer's task has no eligible model for this record: keep ours.
-        Err(_) => (decision, route),
-    }
-}
-
-/// An answered call, charged to `model` (reported as `name`) at its prices, with what
-/// the same tokens would have cost on the baseline.
-fn billed_call(
-    cfg: &Config,
-    model: ModelId,
-    name: String,
-    answer: &Answer,
-    escalated: bool,
-    latency_ms: u64,
-) -> Call {
-    let (m, base) = (&cfg.models[model], &cfg.models[cfg.baseline]);
-    let (input, output) = (answer.input_tokens, answer.output_tokens);
-    Call {
-        model: name,
-        provider: m.provider.clone(),
-        ok: true,
-        escalated,
-        input_tokens: input,
-        output_tokens: output,
-        cost: m.input_price.cost(input) + m.output_price.cost(output),
-        baseline_cost: base.input_price.cost(input) + base.output_price.cost(output),
-        latency_ms,
     }
 }
