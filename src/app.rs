@@ -217,10 +217,12 @@ fn run_job(args: RunArgs) -> Result<u8> {
             0 => String::new(),
             n => format!(" ({n} still in flight were abandoned)"),
         };
+        let left = summary
+            .remaining
+            .map_or("the rest of stdin".into(), group_thousands);
         eprintln!(
-            "interrupted: {} records done, {} not yet{abandoned}",
-            group_thousands(summary.rows),
-            group_thousands(summary.remaining)
+            "interrupted: {} records done, {left} not yet{abandoned}",
+            group_thousands(summary.rows)
         );
         if args.out.is_some() {
             eprintln!("continue with: {}", resume_command());

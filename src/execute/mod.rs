@@ -120,8 +120,9 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// Records still in flight when the drain time ran out (they run again on resume).
     pub abandoned: usize,
-    /// Records the input holds that have no result yet.
-    pub remaining: u64,
+    /// After an interrupt: records the input file holds that have no result yet
+    /// (`None` for stdin, which is not read to its end).
+    pub remaining: Option<u64>,
     pub spent: Usd,
     pub report: Vec<crate::report::ReportRow>,
 }
@@ -281,7 +282,7 @@ async fn dispatch(
     let mut breakers: HashMap<ModelId, Breaker> = HashMap::new();
     let (mut in_flight, mut input_done, mut stopping) = (0usize, false, false);
     let mut drain_until: Option<tokio::time::Instant> = None;
-    let (mut rows, mut not_ok, mut remaining) = (0u64, 0u64, 0u64);
+    let (mut rows, mut not_ok, mut remaining) = (0u64, 0u64, None);
     let concurrency = s.concurrency.max(1);
     let cooldown = Duration::from_secs(cfg.run.breaker_cooldown_s);
     let mut flush_tick = tokio::time::interval(Duration::from_millis(100));
@@ -378,9 +379,14 @@ async fn dispatch(
     progress.clear();
     let interrupted = drain_until.is_some();
     if interrupted {
-        // Count what the input still holds, for the resume hint.
-        while let Some((e, _)) = input_rx.recv().await {
-            remaining += u64::from(!done.contains(e.position.number()));
+        // Count what the input file still holds, for the resume hint (not stdin: a
+        // live pipe may never end).
+        if matches!(s.input, Input::File(_)) {
+            let mut left = in_flight as u64;
+            while let Some((e, _)) = input_rx.recv().await {
+                left += u64::from(!done.contains(e.position.number()));
+            }
+            remaining = Some(left);
         }
     }
     drop(input_rx);
@@ -398,7 +404,7 @@ async fn dispatch(
         stopped_on_budget: stopping,
         interrupted,
         abandoned: in_flight,
-        remaining: remaining + in_flight as u64,
+        remaining,
         spent: ledger.committed(),
         report: tally.rows(),
     })
