@@ -305,13 +305,7 @@ impl Journal {
     /// lines, or at worst a torn last one, which the reader drops), and
     /// `fdatasync`s when `journal_sync_ms` has passed.
     pub fn flush(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
-            self.file
-                .write_all(&self.pending)
-                .with_context(|| format!("cannot append to {}", self.path.display()))?;
-            self.pending.clear();
-            self.unsynced = true;
-        }
+        self.write_pending()?;
         if self.unsynced && self.last_sync.elapsed() >= self.sync_every {
             self.sync()?;
         }
@@ -320,13 +314,7 @@ impl Journal {
 
     /// Writes what is buffered and `fdatasync`s.
     pub fn sync(&mut self) -> Result<()> {
-        if !self.pending.is_empty() {
-            self.unsynced = true;
-            self.file
-                .write_all(&self.pending)
-                .with_context(|| format!("cannot append to {}", self.path.display()))?;
-            self.pending.clear();
-        }
+        self.write_pending()?;
         if self.unsynced {
             self.file
                 .sync_data()
@@ -334,6 +322,17 @@ impl Journal {
             self.unsynced = false;
         }
         self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            self.file
+                .write_all(&self.pending)
+                .with_context(|| format!("cannot append to {}", self.path.display()))?;
+            self.pending.clear();
+            self.unsynced = true;
+        }
         Ok(())
     }
 }
