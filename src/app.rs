@@ -89,6 +89,21 @@ pub(crate) fn evaluate_all(
     strict: bool,
     mut each: impl FnMut(Evaluated, Option<&str>) -> Result<()>,
 ) -> Result<PlanSummary> {
+    evaluate_batches(cfg, input, strict, |batch| {
+        batch
+            .into_iter()
+            .try_for_each(|(e, problem)| each(e, problem.as_deref()))
+    })
+}
+
+/// [`evaluate_all`] a batch at a time (the input's own batches, in order): one
+/// hand-off per batch to a consumer on another thread, instead of one per record.
+pub(crate) fn evaluate_batches(
+    cfg: &Config,
+    input: &Input,
+    strict: bool,
+    mut each: impl FnMut(Vec<(Evaluated, Option<String>)>) -> Result<()>,
+) -> Result<PlanSummary> {
     let label = input.label();
     let source = input.open()?;
     let tier = cfg.tier;
@@ -100,6 +115,7 @@ pub(crate) fn evaluate_all(
         default_workers(),
         |batch| evaluate_batch(batch, cfg, tier),
         |records| {
+            let mut out = Vec::with_capacity(records.len());
             for e in records {
                 let problem = summary.add(&e, &mut dedup, cfg);
                 let invalid = problem.is_some() && !matches!(e.outcome, Outcome::Unroutable { .. });
@@ -109,8 +125,9 @@ pub(crate) fn evaluate_all(
                     }
                     problems.report(p.clone());
                 }
-                each(e, problem.as_deref().filter(|_| invalid))?;
+                out.push((e, problem.filter(|_| invalid)));
             }
+            each(out)?;
             Ok(ControlFlow::Continue(()))
         },
     )?;

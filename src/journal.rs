@@ -454,10 +454,16 @@ pub struct Written {
 pub fn write_results(path: &Path, dir: &Path) -> Result<Written> {
     let mut rows: Vec<(u64, u64, u32)> = Vec::new();
     scan(path, |_, offset, bytes, _| {
-        if !bytes.ends_with(b"\n") {
+        if !bytes.ends_with(b"\n") || bytes.starts_with(CALL_PREFIX) {
             return Ok(());
         }
-        if let Ok(Line { pos: Some(pos), .. }) = serde_json::from_slice::<Line>(bytes) {
+        let pos = match row_position(bytes) {
+            Some(pos) => Some(pos),
+            None => serde_json::from_slice::<Line>(bytes)
+                .ok()
+                .and_then(|l| l.pos),
+        };
+        if let Some(pos) = pos {
             rows.push((pos, offset, bytes.len() as u32));
         }
         Ok(())
@@ -495,6 +501,20 @@ pub fn write_results(path: &Path, dir: &Path) -> Result<Written> {
     }
     out.finish()?;
     Ok(written)
+}
+
+/// How a call line starts ([`CallLine`] serializes its one field first).
+const CALL_PREFIX: &[u8] = b"{\"call\":";
+
+/// The position of a row line as [`RowLine`] writes it (`{"pos":N,"status":...`),
+/// read without parsing the row; `None` for any other shape.
+fn row_position(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"pos\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || !rest[digits..].starts_with(b",\"status\":") {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
 /// Reads lines by offset through a 4 MiB window. Rows in input order are nearly in
@@ -684,5 +704,33 @@ mod tests {
             err.starts_with("cannot append to /dev/full: No space left on device"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn row_position_reads_the_row_line_shape_the_journal_writes() {
+        let mut line = serde_json::to_vec(&RowLine {
+            pos: 1234567,
+            status: "ok",
+            row: &row("r1", "ok"),
+        })
+        .unwrap();
+        line.push(b'\n');
+        assert_eq!(row_position(&line), Some(1234567));
+        let call = serde_json::to_vec(&CallLine { call: &call(5) }).unwrap();
+        assert!(call.starts_with(CALL_PREFIX));
+        assert_eq!(row_position(&call), None);
+        for other in [
+            &b"{\"pos\":,\"status\":\"ok\"}"[..],
+            b"{\"pos\":12}",
+            b"{\"pos\":99999999999999999999999,\"status\":\"ok\"}",
+            b"{\"switchyard_journal\":1}",
+        ] {
+            assert_eq!(
+                row_position(other),
+                None,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 }

@@ -3,14 +3,13 @@
 //! no bursts. `tpm` is charged with each request's estimated tokens. Shared read-only
 //! by record tasks; waiting happens in the task, never in the dispatcher.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::config::{Config, Model};
+use crate::config::{Config, ModelId};
 
 struct TokenLimit {
     limiter: DefaultDirectRateLimiter,
@@ -18,11 +17,30 @@ struct TokenLimit {
     burst: u32,
 }
 
+/// One rate-limited scope: a model, or a provider all its models share.
 #[derive(Default)]
+struct Scope {
+    requests: Option<DefaultDirectRateLimiter>,
+    tokens: Option<TokenLimit>,
+}
+
+impl Scope {
+    fn new(rpm: Option<u32>, tpm: Option<u64>) -> Scope {
+        Scope {
+            requests: rpm.and_then(rpm_limiter),
+            tokens: tpm.and_then(tpm_limiter),
+        }
+    }
+}
+
+/// Scopes are indexed: model `i` is scope `i`, and each model also names its
+/// provider's scope, so a request looks up nothing by name.
 pub struct Limits {
-    requests: HashMap<String, DefaultDirectRateLimiter>,
-    tokens: HashMap<String, TokenLimit>,
-    paused: Mutex<HashMap<String, Instant>>,
+    scopes: Vec<Scope>,
+    /// By model id: its own scope and its provider's.
+    of_model: Vec<[usize; 2]>,
+    /// Until when a 429 paused each scope.
+    paused: Mutex<Vec<Option<Instant>>>,
 }
 
 fn rpm_limiter(rpm: u32) -> Option<DefaultDirectRateLimiter> {
@@ -46,45 +64,48 @@ fn tpm_limiter(tpm: u64) -> Option<TokenLimit> {
 
 impl Limits {
     pub fn new(cfg: &Config) -> Limits {
-        let mut l = Limits::default();
-        for (name, p) in &cfg.providers {
-            let key = format!("provider:{name}");
-            if let Some(r) = p.rpm.and_then(rpm_limiter) {
-                l.requests.insert(key.clone(), r);
-            }
-            if let Some(t) = p.tpm.and_then(tpm_limiter) {
-                l.tokens.insert(key, t);
-            }
+        let mut scopes: Vec<Scope> = cfg
+            .models
+            .iter()
+            .map(|m| Scope::new(m.rpm, m.tpm))
+            .collect();
+        let providers: Vec<&String> = cfg.providers.keys().collect();
+        scopes.extend(cfg.providers.values().map(|p| Scope::new(p.rpm, p.tpm)));
+        let of_model = cfg
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let p = providers.iter().position(|&p| *p == m.provider);
+                // Config validation guarantees the provider exists; without it the
+                // model's own scope stands in.
+                [i, p.map_or(i, |p| cfg.models.len() + p)]
+            })
+            .collect();
+        let paused = Mutex::new(vec![None; scopes.len()]);
+        Limits {
+            scopes,
+            of_model,
+            paused,
         }
-        for m in &cfg.models {
-            let key = format!("model:{}", m.name);
-            if let Some(r) = m.rpm.and_then(rpm_limiter) {
-                l.requests.insert(key.clone(), r);
-            }
-            if let Some(t) = m.tpm.and_then(tpm_limiter) {
-                l.tokens.insert(key, t);
-            }
-        }
-        l
     }
 
     /// Waits until `model` (and its provider) may take a request of `tokens`.
-    pub async fn acquire(&self, model: &Model, tokens: u64) {
-        let keys = [
-            format!("model:{}", model.name),
-            format!("provider:{}", model.provider),
-        ];
-        for key in &keys {
-            let until = self.paused.lock().expect("pause map").get(key).copied();
-            if let Some(until) = until {
-                tokio::time::sleep_until(until.into()).await;
-            }
+    pub async fn acquire(&self, model: ModelId, tokens: u64) {
+        let keys = self.of_model[model];
+        let until = {
+            let paused = self.paused.lock().expect("pause map");
+            keys.iter().filter_map(|&k| paused[k]).max()
+        };
+        if let Some(until) = until {
+            tokio::time::sleep_until(until.into()).await;
         }
-        for key in &keys {
-            if let Some(r) = self.requests.get(key) {
+        for k in keys {
+            let scope = &self.scopes[k];
+            if let Some(r) = &scope.requests {
                 r.until_ready().await;
             }
-            if let Some(t) = self.tokens.get(key) {
+            if let Some(t) = &scope.tokens {
                 let n =
                     NonZeroU32::new(u32::try_from(tokens).unwrap_or(u32::MAX).clamp(1, t.burst))
                         .expect("clamped to at least 1");
@@ -95,15 +116,11 @@ impl Limits {
     }
 
     /// A 429 asked us to wait: hold every request to this model and provider until then.
-    pub fn pause(&self, model: &Model, wait: Duration) {
+    pub fn pause(&self, model: ModelId, wait: Duration) {
         let until = Instant::now() + wait;
         let mut paused = self.paused.lock().expect("pause map");
-        for key in [
-            format!("model:{}", model.name),
-            format!("provider:{}", model.provider),
-        ] {
-            let e = paused.entry(key).or_insert(until);
-            *e = (*e).max(until);
+        for k in self.of_model[model] {
+            paused[k] = Some(paused[k].map_or(until, |u| u.max(until)));
         }
     }
 }

@@ -1,22 +1,22 @@
 //! `run`: the records of a job executed with bounded concurrency. One owner (the
-//! dispatch loop here) holds the run state — budget ledger, circuit breakers, cost
-//! tally, journal or stdout, progress — and record tasks (`record`) ask it for budget
-//! and report to it over channels. It also owns the journal's flush points, resume
-//! and the Ctrl-C drain.
+//! dispatch loop here) holds the run's output state — cost tally, journal or stdout,
+//! progress — and record tasks (`record`, one task each) report calls and results to
+//! it over a channel. Budget and circuit breakers are the [`Gate`], which record tasks
+//! consult directly under one short lock, so a reservation costs no round trip. The
+//! dispatcher also owns the journal's flush points, resume and the Ctrl-C drain.
 //!
 //! Providers are the configured HTTP APIs, or with `--simulate` the in-process
 //! simulator; a run never mixes them.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::app::{evaluate_all, EXIT_BUDGET, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED};
+use crate::app::{evaluate_batches, EXIT_BUDGET, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED};
 use crate::breaker::Breaker;
 use crate::budget::{Ledger, Reservation, Shortfall};
 use crate::classify::Decision;
@@ -61,34 +61,83 @@ pub struct RunSettings {
     pub overwrite: bool,
 }
 
-/// What record tasks share read-only: the providers and the rate limits.
-struct Clients {
-    backend: Backend,
-    limits: Limits,
-}
-
 enum Grant {
     Granted(Reservation),
     BreakerOpen,
     NoBudget(Shortfall),
 }
 
+/// The budget ledger and the per-model circuit breakers, shared by record tasks under
+/// one lock. Every grant, settlement and release is one short critical section, so
+/// committed + reserved never exceeds the ceiling however many tasks ask at once.
+struct Gate {
+    ledger: Ledger,
+    /// By model id.
+    breakers: Vec<Breaker>,
+}
+
+impl Gate {
+    fn new(cfg: &Config, ledger: Ledger) -> Gate {
+        let cooldown = Duration::from_secs(cfg.run.breaker_cooldown_s);
+        Gate {
+            ledger,
+            breakers: (0..cfg.models.len())
+                .map(|_| Breaker::new(cfg.run.breaker_failures, cooldown))
+                .collect(),
+        }
+    }
+
+    /// Reserves `worst` for a request to `model`, if the budget and its breaker allow.
+    fn reserve(&mut self, model: ModelId, worst: Usd) -> Grant {
+        // Budget first: a refused reservation must not use up a half-open breaker's
+        // single probe.
+        match self.ledger.available() {
+            Some(available) if worst > available => Grant::NoBudget(Shortfall {
+                needed: worst,
+                available,
+            }),
+            _ if !self.breakers[model].allow(Instant::now()) => Grant::BreakerOpen,
+            _ => match self.ledger.reserve(worst) {
+                Ok(r) => Grant::Granted(r),
+                Err(short) => Grant::NoBudget(short),
+            },
+        }
+    }
+
+    /// An answered call: its cost replaces the reservation; the model is healthy.
+    fn settle(&mut self, reservation: Reservation, model: ModelId, cost: Usd) -> Usd {
+        self.ledger.settle(reservation, cost);
+        self.breakers[model].record_success();
+        self.ledger.committed()
+    }
+
+    /// A request that was not billed; `failed` counts against the model's breaker.
+    fn release(&mut self, reservation: Reservation, model: ModelId, failed: bool) {
+        self.ledger.release(reservation);
+        if failed {
+            self.breakers[model].record_failure(Instant::now());
+        }
+    }
+}
+
+/// What record tasks share: the providers, the rate limits, and the gate.
+struct Shared {
+    backend: Backend,
+    limits: Limits,
+    gate: Mutex<Gate>,
+}
+
+impl Shared {
+    fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        // A panic never happens while the gate is held (its methods are plain
+        // arithmetic), but a poisoned lock still holds consistent numbers.
+        self.gate.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 enum ToOwner {
-    Reserve {
-        model: ModelId,
-        worst: Usd,
-        reply: oneshot::Sender<Grant>,
-    },
-    Settle {
-        reservation: Reservation,
-        model: ModelId,
-        call: Call,
-    },
-    Release {
-        reservation: Reservation,
-        model: ModelId,
-        failed: bool,
-    },
+    /// An answered call (already settled in the gate), with the spend after it.
+    Call(Call, Usd),
     StopOnBudget,
     Done(u64, Box<ResultRow>),
 }
@@ -245,15 +294,17 @@ async fn dispatch(
     mut output: Output,
     restored: Restored,
 ) -> Result<RunSummary> {
-    let (input_tx, mut input_rx) = mpsc::channel::<(Evaluated, Option<String>)>(1024);
+    // Evaluated records arrive a batch (about 1,000) at a time: one wake-up of the
+    // reader thread per batch, not per record.
+    let (input_tx, mut input_rx) = mpsc::channel::<Vec<(Evaluated, Option<String>)>>(1);
     let reader = {
         let cfg = cfg.clone();
         let input = s.input.clone();
         let strict = s.strict;
         std::thread::spawn(move || {
-            evaluate_all(&cfg, &input, strict, |e, problem| {
+            evaluate_batches(&cfg, &input, strict, |batch| {
                 input_tx
-                    .blocking_send((e, problem.map(String::from)))
+                    .blocking_send(batch)
                     .map_err(|_| anyhow::anyhow!("run stopped"))
             })
         })
@@ -264,11 +315,6 @@ async fn dispatch(
     } else {
         Backend::http(&cfg)?
     };
-    let provider = Arc::new(Clients {
-        backend,
-        limits: Limits::new(&cfg),
-    });
-    let mut signals = watch_signals();
     let Restored {
         done,
         spent,
@@ -276,15 +322,19 @@ async fn dispatch(
         records: already_done,
         ..
     } = restored;
+    let shared = Arc::new(Shared {
+        backend,
+        limits: Limits::new(&cfg),
+        gate: Mutex::new(Gate::new(&cfg, Ledger::new(s.budget, spent))),
+    });
+    let mut signals = watch_signals();
     let mut progress = Progress::new(&s.input, already_done, s.budget);
     let mut seen = 0u64;
-    let mut ledger = Ledger::new(s.budget, spent);
-    let mut breakers: HashMap<ModelId, Breaker> = HashMap::new();
-    let (mut in_flight, mut input_done, mut stopping) = (0usize, false, false);
+    let (mut in_flight, mut input_ended, mut stopping) = (0usize, false, false);
+    let mut queue: std::vec::IntoIter<(Evaluated, Option<String>)> = Vec::new().into_iter();
     let mut drain_until: Option<tokio::time::Instant> = None;
     let (mut rows, mut not_ok, mut remaining) = (0u64, 0u64, None);
     let concurrency = s.concurrency.max(1);
-    let cooldown = Duration::from_secs(cfg.run.breaker_cooldown_s);
     let mut flush_tick = tokio::time::interval(Duration::from_millis(100));
 
     let mut emit =
@@ -299,47 +349,51 @@ async fn dispatch(
             Ok(())
         };
 
-    while !(input_done && in_flight == 0) {
+    loop {
+        // Start records while there is room (none after an interrupt).
+        while drain_until.is_none() && in_flight < concurrency {
+            let Some((e, problem)) = queue.next() else {
+                break;
+            };
+            seen += 1;
+            // Results finished so far are written before another record starts: a
+            // crash can lose at most `concurrency` of them.
+            output.flush()?;
+            let pos = e.position.number();
+            if done.contains(pos) {
+                continue;
+            }
+            if let Some(row) = start(&cfg, &s, e, problem, stopping, &shared, &to_owner) {
+                emit(pos, &row, &mut output, &mut progress)?;
+            } else {
+                in_flight += 1;
+            }
+        }
+        let starting_done = drain_until.is_some() || (input_ended && queue.len() == 0);
+        if starting_done && in_flight == 0 {
+            break;
+        }
         tokio::select! {
             biased;
-            Some(msg) = from_tasks.recv() => match msg {
-                ToOwner::Reserve { model, worst, reply } => {
-                    let breaker = breakers.entry(model).or_insert_with(|| Breaker::new(cfg.run.breaker_failures, cooldown));
-                    // Budget first: a refused reservation must not use up a
-                    // half-open breaker's single probe.
-                    let grant = match ledger.available() {
-                        Some(available) if worst > available => Grant::NoBudget(Shortfall { needed: worst, available }),
-                        _ if !breaker.allow(Instant::now()) => Grant::BreakerOpen,
-                        _ => match ledger.reserve(worst) {
-                            Ok(r) => Grant::Granted(r),
-                            Err(short) => Grant::NoBudget(short),
-                        },
-                    };
-                    if let Err(Grant::Granted(r)) = reply.send(grant) {
-                        ledger.release(r);
+            Some(first) = from_tasks.recv() => {
+                // Everything already queued, then start what the freed room allows.
+                let mut next = Some(first);
+                while let Some(msg) = next {
+                    match msg {
+                        ToOwner::Call(call, spent) => {
+                            if let Output::Journal(j) = &mut output {
+                                j.call(&call)?;
+                            }
+                            tally.add(&call);
+                            progress.spent(spent);
+                        }
+                        ToOwner::StopOnBudget => stopping = true,
+                        ToOwner::Done(pos, row) => {
+                            in_flight -= 1;
+                            emit(pos, &row, &mut output, &mut progress)?;
+                        }
                     }
-                }
-                ToOwner::Settle { reservation, model, call } => {
-                    ledger.settle(reservation, call.cost);
-                    if let Some(b) = breakers.get_mut(&model) {
-                        b.record_success();
-                    }
-                    if let Output::Journal(j) = &mut output {
-                        j.call(&call)?;
-                    }
-                    tally.add(&call);
-                    progress.spent(ledger.committed());
-                }
-                ToOwner::Release { reservation, model, failed } => {
-                    ledger.release(reservation);
-                    if let (true, Some(b)) = (failed, breakers.get_mut(&model)) {
-                        b.record_failure(Instant::now());
-                    }
-                }
-                ToOwner::StopOnBudget => stopping = true,
-                ToOwner::Done(pos, row) => {
-                    in_flight -= 1;
-                    emit(pos, &row, &mut output, &mut progress)?;
+                    next = from_tasks.try_recv().ok();
                 }
             },
             Some(()) = signals.recv(), if drain_until.is_none() => {
@@ -349,30 +403,15 @@ async fn dispatch(
                     drain.as_secs()
                 ));
                 drain_until = Some(tokio::time::Instant::now() + drain);
-                input_done = true;
             }
             _ = sleep_until_some(drain_until) => break,
             _ = flush_tick.tick() => output.flush()?,
-            item = input_rx.recv(), if !input_done && in_flight < concurrency => match item {
+            batch = input_rx.recv(), if !starting_done && queue.len() == 0 && in_flight < concurrency => match batch {
                 None => {
-                    input_done = true;
+                    input_ended = true;
                     progress.input_done(seen);
                 }
-                Some((e, problem)) => {
-                    seen += 1;
-                    // Results finished so far are written before another record
-                    // starts: a crash can lose at most `concurrency` of them.
-                    output.flush()?;
-                    let pos = e.position.number();
-                    if done.contains(pos) {
-                        continue;
-                    }
-                    if let Some(row) = start(&cfg, &s, e, problem, stopping, &provider, &to_owner) {
-                        emit(pos, &row, &mut output, &mut progress)?;
-                    } else {
-                        in_flight += 1;
-                    }
-                }
+                Some(batch) => queue = batch.into_iter(),
             },
         }
     }
@@ -382,9 +421,11 @@ async fn dispatch(
         // Count what the input file still holds, for the resume hint (not stdin: a
         // live pipe may never end).
         if matches!(s.input, Input::File(_)) {
-            let mut left = in_flight as u64;
-            while let Some((e, _)) = input_rx.recv().await {
-                left += u64::from(!done.contains(e.position.number()));
+            let not_done =
+                |(e, _): &(Evaluated, Option<String>)| !done.contains(e.position.number());
+            let mut left = in_flight as u64 + queue.filter(not_done).count() as u64;
+            while let Some(batch) = input_rx.recv().await {
+                left += batch.iter().filter(|r| not_done(r)).count() as u64;
             }
             remaining = Some(left);
         }
@@ -398,6 +439,7 @@ async fn dispatch(
         Output::Stdout(mut out) => out.flush()?,
         Output::Journal(mut j) => j.sync()?,
     }
+    let spent = shared.gate().ledger.committed();
     Ok(RunSummary {
         rows,
         not_ok,
@@ -405,7 +447,7 @@ async fn dispatch(
         interrupted,
         abandoned: in_flight,
         remaining,
-        spent: ledger.committed(),
+        spent,
         report: tally.rows(),
     })
 }
@@ -425,7 +467,7 @@ fn start(
     e: Evaluated,
     problem: Option<String>,
     stopping: bool,
-    provider: &Arc<Clients>,
+    shared: &Arc<Shared>,
     to_owner: &mpsc::UnboundedSender<ToOwner>,
 ) -> Option<ResultRow> {
     let pos = e.position.number();
@@ -468,26 +510,48 @@ fn start(
                 row.error = Some("the run stopped on --budget".into());
                 return Some(row);
             }
-            let (cfg, provider, tx, on_budget) =
-                (cfg.clone(), provider.clone(), to_owner.clone(), s.on_budget);
-            // A record that panics still ends as a row, so the run always finishes.
-            let fallback = ResultRow {
-                status: "failed".into(),
-                error: Some("internal error while executing this record".into()),
-                ..row.clone()
-            };
-            let work = {
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    record::execute(&cfg, &provider, &tx, on_budget, *job, decision, route, row)
-                        .await
-                })
+            let (cfg, shared, on_budget) = (cfg.clone(), shared.clone(), s.on_budget);
+            let mut done = Finish {
+                pos,
+                row: Some(row),
+                tx: to_owner.clone(),
             };
             tokio::spawn(async move {
-                let row = work.await.unwrap_or(fallback);
-                let _ = tx.send(ToOwner::Done(pos, Box::new(row)));
+                let row = done.row.as_mut().expect("taken only when finishing");
+                record::execute(
+                    &cfg, &shared, &done.tx, on_budget, *job, decision, route, row,
+                )
+                .await;
+                done.send();
             });
             None
+        }
+    }
+}
+
+/// A record task's row, sent to the dispatcher when the task ends. Should the task
+/// panic, dropping this during the unwind still sends the row (as failed), so every
+/// record ends with a row and the run always finishes.
+struct Finish {
+    pos: u64,
+    row: Option<ResultRow>,
+    tx: mpsc::UnboundedSender<ToOwner>,
+}
+
+impl Finish {
+    fn send(&mut self) {
+        if let Some(row) = self.row.take() {
+            let _ = self.tx.send(ToOwner::Done(self.pos, Box::new(row)));
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if let Some(row) = &mut self.row {
+            row.status = "failed".into();
+            row.error = Some("internal error while executing this record".into());
+            self.send();
         }
     }
 }

@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::{Clients, Grant, OnBudget, ToOwner};
+use super::{Grant, OnBudget, Shared, ToOwner};
+use crate::budget::Reservation;
 use crate::checks::{check, CheckSet};
 use crate::classify::{parse_llm_answer, wants_llm, ClassifiedBy, Decision};
 use crate::config::{Config, ModelId};
@@ -20,34 +21,36 @@ use crate::record::{Job, Task};
 use crate::route::{price, Route};
 use crate::tokens::PromptTokens;
 
-async fn ask(tx: &mpsc::UnboundedSender<ToOwner>, model: ModelId, worst: Usd) -> Grant {
-    let (reply, answer) = oneshot::channel();
-    if tx
-        .send(ToOwner::Reserve {
-            model,
-            worst,
-            reply,
-        })
-        .is_err()
-    {
-        return Grant::BreakerOpen;
-    }
-    answer.await.unwrap_or(Grant::BreakerOpen)
+/// Asks the gate for `worst` on `model`.
+fn ask(shared: &Shared, model: ModelId, worst: Usd) -> Grant {
+    shared.gate().reserve(model, worst)
+}
+
+/// Charges an answered call: settled in the gate, then journaled by the dispatcher.
+fn settle(
+    shared: &Shared,
+    tx: &mpsc::UnboundedSender<ToOwner>,
+    reservation: Reservation,
+    model: ModelId,
+    call: Call,
+) {
+    let spent = shared.gate().settle(reservation, model, call.cost);
+    let _ = tx.send(ToOwner::Call(call, spent));
 }
 
 /// Runs one record through its candidates. Every call is charged to the model that
-/// made it; the row keeps the final (or best) answer.
+/// made it; the row ends with the final (or best) answer.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn execute(
     cfg: &Config,
-    provider: &Clients,
+    shared: &Shared,
     tx: &mpsc::UnboundedSender<ToOwner>,
     on_budget: OnBudget,
     job: Job,
     decision: Decision,
     route: Route,
-    mut row: ResultRow,
-) -> ResultRow {
+    row: &mut ResultRow,
+) {
     let policy = RetryPolicy {
         max_retries: cfg.run.max_retries,
         base_delay: Duration::from_millis(cfg.run.retry_base_ms),
@@ -57,7 +60,7 @@ pub(super) async fn execute(
         .llm_classifier
         .filter(|_| wants_llm(&decision, &cfg.classifier))
     {
-        Some(m) => llm_reclassify(cfg, provider, tx, &job, decision, route, m, &mut row).await,
+        Some(m) => llm_reclassify(cfg, shared, tx, &job, decision, route, m, row).await,
         None => (decision, route),
     };
     let checks = CheckSet::default();
@@ -70,7 +73,7 @@ pub(super) async fn execute(
     'candidates: while idx < candidates.len() {
         let c = candidates[idx];
         let model = &cfg.models[c.model];
-        let reservation = match ask(tx, c.model, c.worst_cost).await {
+        let reservation = match ask(shared, c.model, c.worst_cost) {
             Grant::Granted(r) => r,
             Grant::BreakerOpen => {
                 last_error = format!("{}: circuit open", model.name);
@@ -109,11 +112,11 @@ pub(super) async fn execute(
             let cap = job
                 .max_tokens
                 .map_or(u64::from(model.max_output_tokens), u64::from);
-            provider
+            shared
                 .limits
-                .acquire(model, c.input_tokens + c.output_tokens)
+                .acquire(c.model, c.input_tokens + c.output_tokens)
                 .await;
-            match provider
+            match shared
                 .backend
                 .complete(&job, decision.task, model, &c, cap, attempt)
                 .await
@@ -127,7 +130,7 @@ pub(super) async fn execute(
                         ..
                     } = &failure
                     {
-                        provider.limits.pause(model, *wait);
+                        shared.limits.pause(c.model, *wait);
                     }
                     let jitter = (row.attempts as f64 * 0.618_034).fract();
                     match decide(&failure, attempt, &policy, jitter) {
@@ -138,11 +141,7 @@ pub(super) async fn execute(
                             break None;
                         }
                         Action::Fail => {
-                            let _ = tx.send(ToOwner::Release {
-                                reservation,
-                                model: c.model,
-                                failed: false,
-                            });
+                            shared.gate().release(reservation, c.model, false);
                             break 'candidates;
                         }
                     }
@@ -151,11 +150,9 @@ pub(super) async fn execute(
         };
         let Some(answer) = answer else {
             // A prompt too long for this model is not the model failing.
-            let _ = tx.send(ToOwner::Release {
-                reservation,
-                model: c.model,
-                failed: !needs_larger_context,
-            });
+            shared
+                .gate()
+                .release(reservation, c.model, !needs_larger_context);
             row.fallbacks += 1;
             idx = if needs_larger_context {
                 // Our count said it fits; the provider counts more. Only a larger
@@ -189,11 +186,7 @@ pub(super) async fn execute(
             latency_ms,
         );
         row.cost_usd += call.cost;
-        let _ = tx.send(ToOwner::Settle {
-            reservation,
-            model: c.model,
-            call,
-        });
+        settle(shared, tx, reservation, c.model, call);
         row.input_tokens += answer.input_tokens;
         row.output_tokens += answer.output_tokens;
         row.latency_ms = Some(row.latency_ms.unwrap_or(0) + latency_ms);
@@ -214,7 +207,7 @@ pub(super) async fn execute(
             idx += 1;
             continue;
         }
-        return row;
+        return;
     }
     match best {
         // An escalation that found nothing better keeps the answer it had, with the
@@ -224,7 +217,7 @@ pub(super) async fn execute(
             b.attempts = row.attempts;
             b.fallbacks = row.fallbacks;
             b.error = Some(last_error);
-            b
+            *row = b;
         }
         None => {
             row.status = if refused_by_budget {
@@ -238,7 +231,6 @@ pub(super) async fn execute(
             } else {
                 last_error
             });
-            row
         }
     }
 }
@@ -249,7 +241,7 @@ pub(super) async fn execute(
 #[allow(clippy::too_many_arguments)]
 async fn llm_reclassify(
     cfg: &Config,
-    provider: &Clients,
+    shared: &Shared,
     tx: &mpsc::UnboundedSender<ToOwner>,
     job: &Job,
     decision: Decision,
@@ -262,16 +254,16 @@ async fn llm_reclassify(
     let Ok(c) = price(cfg, &question, &decision, m, &mut tokens) else {
         return (decision, route);
     };
-    let Grant::Granted(reservation) = ask(tx, m, c.worst_cost).await else {
+    let Grant::Granted(reservation) = ask(shared, m, c.worst_cost) else {
         return (decision, route);
     };
     let model = &cfg.models[m];
-    provider
+    shared
         .limits
-        .acquire(model, c.input_tokens + c.output_tokens)
+        .acquire(m, c.input_tokens + c.output_tokens)
         .await;
     let started = Instant::now();
-    let answer = provider
+    let answer = shared
         .backend
         .complete(
             &question,
@@ -283,11 +275,7 @@ async fn llm_reclassify(
         )
         .await;
     let Ok(answer) = answer else {
-        let _ = tx.send(ToOwner::Release {
-            reservation,
-            model: m,
-            failed: true,
-        });
+        shared.gate().release(reservation, m, true);
         return (decision, route);
     };
     let latency_ms = started.elapsed().as_millis() as u64;
@@ -300,11 +288,7 @@ async fn llm_reclassify(
         latency_ms,
     );
     row.cost_usd += call.cost;
-    let _ = tx.send(ToOwner::Settle {
-        reservation,
-        model: m,
-        call,
-    });
+    settle(shared, tx, reservation, m, call);
     let Some(task) = parse_llm_answer(&answer.text) else {
         return (decision, route);
     };

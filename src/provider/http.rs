@@ -20,6 +20,8 @@ pub struct HttpProvider {
     /// The key's header, built once and marked sensitive. Never printed: this type
     /// has no Debug, and errors name `key_env`, not the key.
     auth: Option<(&'static str, reqwest::header::HeaderValue)>,
+    /// The whole request, connect to last byte.
+    timeout: Duration,
     client: reqwest::Client,
 }
 
@@ -51,15 +53,19 @@ fn check_url(name: &str, p: &Provider) -> Result<()> {
 }
 
 impl HttpProvider {
-    pub fn new(name: &str, p: &Provider) -> Result<HttpProvider> {
-        check_url(name, p)?;
+    /// The client every provider shares: one connection pool (keyed by host) and one
+    /// load of the system's root certificates.
+    pub fn client() -> Result<reqwest::Client> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(p.timeout_s.unwrap_or(120)))
+        Ok(reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             // An API answer is never a redirect; following one would resend the key.
             .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .build()?)
+    }
+
+    pub fn new(name: &str, p: &Provider, client: reqwest::Client) -> Result<HttpProvider> {
+        check_url(name, p)?;
         let base = p.base_url.trim_end_matches('/');
         let endpoint = match p.kind {
             ProviderKind::Openai => format!("{base}/chat/completions"),
@@ -96,6 +102,7 @@ impl HttpProvider {
             endpoint,
             key_env: p.api_key_env.clone(),
             auth,
+            timeout: Duration::from_secs(p.timeout_s.unwrap_or(120)),
             client,
         })
     }
@@ -120,6 +127,7 @@ impl HttpProvider {
         let mut req = self
             .client
             .post(self.endpoint.clone())
+            .timeout(self.timeout)
             .header("content-type", "application/json");
         if let Some((header, value)) = &self.auth {
             req = req.header(*header, value.clone());

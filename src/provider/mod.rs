@@ -7,8 +7,6 @@ pub mod http;
 pub mod simulated;
 pub mod wire;
 
-use std::collections::HashMap;
-
 use anyhow::Result;
 
 use crate::config::{Config, Model};
@@ -19,8 +17,11 @@ use wire::Answer;
 
 pub enum Backend {
     Simulated(simulated::Simulated),
-    /// One client per configured provider, by provider name.
-    Http(HashMap<String, http::HttpProvider>),
+    /// One per configured provider, and which one serves each model (by model id).
+    Http {
+        providers: Vec<http::HttpProvider>,
+        of_model: Vec<usize>,
+    },
 }
 
 impl Backend {
@@ -29,11 +30,26 @@ impl Backend {
     }
 
     pub fn http(cfg: &Config) -> Result<Backend> {
-        let mut map = HashMap::with_capacity(cfg.providers.len());
-        for (name, p) in &cfg.providers {
-            map.insert(name.clone(), http::HttpProvider::new(name, p)?);
-        }
-        Ok(Backend::Http(map))
+        let client = http::HttpProvider::client()?;
+        let providers = cfg
+            .providers
+            .iter()
+            .map(|(name, p)| http::HttpProvider::new(name, p, client.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let names: Vec<&String> = cfg.providers.keys().collect();
+        let of_model = cfg
+            .models
+            .iter()
+            .map(|m| {
+                names.iter().position(|&n| *n == m.provider).ok_or_else(|| {
+                    anyhow::anyhow!("model `{}`: no provider `{}`", m.name, m.provider)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Backend::Http {
+            providers,
+            of_model,
+        })
     }
 
     /// One attempt at one model. `attempt` is 1-based (the simulator's faults use it).
@@ -51,7 +67,14 @@ impl Backend {
                 s.complete(job, task, model, candidate, max_tokens, attempt)
                     .await
             }
-            Backend::Http(map) => map[&model.provider].complete(job, model, max_tokens).await,
+            Backend::Http {
+                providers,
+                of_model,
+            } => {
+                providers[of_model[candidate.model]]
+                    .complete(job, model, max_tokens)
+                    .await
+            }
         }
     }
 }
