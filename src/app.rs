@@ -89,7 +89,7 @@ pub(crate) fn evaluate_all(
     strict: bool,
     mut each: impl FnMut(Evaluated, Option<&str>) -> Result<()>,
 ) -> Result<PlanSummary> {
-    evaluate_batches(cfg, input, strict, |batch| {
+    evaluate_batches(cfg, input, strict, default_workers(), |batch| {
         batch
             .into_iter()
             .try_for_each(|(e, problem)| each(e, problem.as_deref()))
@@ -98,10 +98,12 @@ pub(crate) fn evaluate_all(
 
 /// [`evaluate_all`] a batch at a time (the input's own batches, in order): one
 /// hand-off per batch to a consumer on another thread, instead of one per record.
+/// `workers` threads evaluate batches in parallel.
 pub(crate) fn evaluate_batches(
     cfg: &Config,
     input: &Input,
     strict: bool,
+    workers: usize,
     mut each: impl FnMut(Vec<(Evaluated, Option<String>)>) -> Result<()>,
 ) -> Result<PlanSummary> {
     let label = input.label();
@@ -112,7 +114,7 @@ pub(crate) fn evaluate_batches(
     let mut problems = Problems::new(label.clone());
     ordered_map(
         source,
-        default_workers(),
+        workers,
         |batch| evaluate_batch(batch, cfg, tier),
         |records| {
             let mut out = Vec::with_capacity(records.len());

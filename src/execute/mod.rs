@@ -302,7 +302,9 @@ async fn dispatch(
         let input = s.input.clone();
         let strict = s.strict;
         std::thread::spawn(move || {
-            evaluate_batches(&cfg, &input, strict, |batch| {
+            // One evaluating thread outpaces the providers many times over; the cores
+            // are for the requests.
+            evaluate_batches(&cfg, &input, strict, 1, |batch| {
                 input_tx
                     .blocking_send(batch)
                     .map_err(|_| anyhow::anyhow!("run stopped"))
