@@ -622,6 +622,18 @@ fn tail(s: &str, n: usize) -> &str {
     &s[start..]
 }
 
+/// The bytes that can start a shape in [`shapes`] (the first bytes of its match arms).
+static SHAPE_START: [bool; 256] = {
+    let mut table = [false; 256];
+    let starts = b"{};(=-^+*/<>0123456789$`#df";
+    let mut i = 0;
+    while i < starts.len() {
+        table[starts[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// Counts shapes in the text: code punctuation and math notation.
 fn shapes(text: &str) -> (u16, u16) {
     let b = text.as_bytes();
@@ -630,6 +642,10 @@ fn shapes(text: &str) -> (u16, u16) {
     let mut fence = false;
     let mut keyword = false;
     for i in 0..b.len() {
+        // Most bytes (letters, spaces) start no shape: one table lookup skips them.
+        if !SHAPE_START[usize::from(b[i])] {
+            continue;
+        }
         let prev = if i > 0 { b[i - 1] } else { b' ' };
         let next = b.get(i + 1).copied().unwrap_or(b' ');
         match b[i] {

@@ -100,10 +100,12 @@ pub fn evaluate_batch(batch: Batch, cfg: &Config, tier: Tier) -> Vec<Evaluated> 
 
 /// Remembers ids to reject duplicates. Keeps a 64-bit hash per id (8 bytes a record,
 /// the only memory that grows with the input), not the ids themselves; a false
-/// duplicate needs a hash collision, about 1 in 10^7 for a 10M-record file.
+/// duplicate needs a hash collision, about 1 in 10^7 for a 10M-record file. The
+/// hashes are spread over 16 tables, so when one grows (the old and the new table
+/// both live for a moment) the transient is a sixteenth of the whole set, not all of it.
 #[derive(Default)]
 pub struct Dedup {
-    seen: HashSet<u64, BuildHasherDefault<FxHasher>>,
+    shards: [HashSet<u64, BuildHasherDefault<FxHasher>>; 16],
 }
 
 impl Dedup {
@@ -111,7 +113,8 @@ impl Dedup {
     pub fn first(&mut self, id: &str) -> bool {
         let mut h = std::hash::DefaultHasher::new();
         id.hash(&mut h);
-        self.seen.insert(h.finish())
+        let hash = h.finish();
+        self.shards[(hash >> 60) as usize].insert(hash)
     }
 }
 
