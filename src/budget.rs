@@ -1,8 +1,8 @@
 //! The budget ledger for `run`: reserve a request's worst case before it is sent,
-//! settle with what the provider reports, release what was not used. Plain data owned
-//! by the run's single dispatcher (no locks): committed + reserved never exceeds the
-//! ceiling as long as every settlement is within its reservation, whatever the
-//! concurrency, because reservations are granted one at a time by the owner.
+//! settle with what the provider reports, release what was not used. Plain data; `run`
+//! keeps it behind one lock (`execute::Gate`), so reservations are granted one at a
+//! time: committed + reserved never exceeds the ceiling as long as every settlement is
+//! within its reservation, whatever the concurrency.
 
 use crate::money::Usd;
 
