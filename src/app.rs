@@ -89,7 +89,7 @@ pub(crate) fn evaluate_all(
     strict: bool,
     mut each: impl FnMut(Evaluated, Option<&str>) -> Result<()>,
 ) -> Result<PlanSummary> {
-    evaluate_batches(cfg, input, strict, default_workers(), |batch| {
+    evaluate_batches(cfg, input, strict, default_workers(), &|_| false, |batch| {
         batch
             .into_iter()
             .try_for_each(|(e, problem)| each(e, problem.as_deref()))
@@ -98,12 +98,14 @@ pub(crate) fn evaluate_all(
 
 /// [`evaluate_all`] a batch at a time (the input's own batches, in order): one
 /// hand-off per batch to a consumer on another thread, instead of one per record.
-/// `workers` threads evaluate batches in parallel.
+/// `workers` threads evaluate batches in parallel; positions `done` says are finished
+/// are only read for their id.
 pub(crate) fn evaluate_batches(
     cfg: &Config,
     input: &Input,
     strict: bool,
     workers: usize,
+    done: &(dyn Fn(u64) -> bool + Sync),
     mut each: impl FnMut(Vec<(Evaluated, Option<String>)>) -> Result<()>,
 ) -> Result<PlanSummary> {
     let label = input.label();
@@ -115,7 +117,7 @@ pub(crate) fn evaluate_batches(
     ordered_map(
         source,
         workers,
-        |batch| evaluate_batch(batch, cfg, tier),
+        |batch| evaluate_batch(batch, cfg, tier, done),
         |records| {
             let mut out = Vec::with_capacity(records.len());
             for e in records {
@@ -511,6 +513,8 @@ fn classify(args: ClassifyArgs) -> Result<u8> {
                 line.status = "invalid_input";
                 line.error = Some(reason);
             }
+            // `classify` marks nothing done.
+            (Outcome::Done, None) => line.status = "done",
             (
                 Outcome::Unroutable {
                     decision,

@@ -26,6 +26,9 @@ pub struct Evaluated {
 }
 
 pub enum Outcome {
+    /// Finished in an earlier run (`run --resume`): only its id was read, for the
+    /// duplicate check; it is not tokenized, classified or priced again.
+    Done,
     Invalid(String),
     Unroutable {
         job: Box<Job>,
@@ -44,14 +47,21 @@ pub enum Outcome {
     },
 }
 
-/// Evaluates every record of a batch. Pure; runs on worker threads.
-pub fn evaluate_batch(batch: Batch, cfg: &Config, tier: Tier) -> Vec<Evaluated> {
+/// Evaluates every record of a batch. Pure; runs on worker threads. Positions `done`
+/// says are finished only have their id read ([`Outcome::Done`]).
+pub fn evaluate_batch(
+    batch: Batch,
+    cfg: &Config,
+    tier: Tier,
+    done: &(dyn Fn(u64) -> bool + Sync),
+) -> Vec<Evaluated> {
     batch
         .iter()
         .map(|(position, bytes)| {
             let parsed = parse_record(bytes, position.number(), cfg.batch_model);
             let id = parsed.id.unwrap_or_else(|| position.number().to_string());
             let outcome = match parsed.job {
+                _ if done(position.number()) => Outcome::Done,
                 Err(reason) => Outcome::Invalid(reason),
                 Ok(job) => {
                     let mut tokens = PromptTokens::default();
@@ -170,6 +180,7 @@ impl PlanSummary {
             ));
         }
         match &e.outcome {
+            Outcome::Done => None,
             Outcome::Invalid(reason) => {
                 self.invalid += 1;
                 Some(format!("{}: {reason}", e.position))
@@ -266,5 +277,47 @@ pub fn model_label(cfg: &Config, id: ModelId, classifier: bool) -> String {
         format!("{name} (classifier)")
     } else {
         name.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Position;
+
+    #[test]
+    fn done_positions_are_read_for_their_id_only_and_still_claim_it() {
+        let cfg = Config::embedded();
+        let mut batch = Batch {
+            buf: Vec::new(),
+            records: Vec::new(),
+        };
+        for (n, line) in [
+            r#"{"id":"a","prompt":"Summarize this ticket: the login page times out."}"#,
+            r#"{"id":"b","prompt":"Hello there"}"#,
+            r#"{"id":"a","prompt":"A later record reusing the id"}"#,
+        ]
+        .iter()
+        .enumerate()
+        {
+            let start = batch.buf.len();
+            batch.buf.extend_from_slice(line.as_bytes());
+            batch
+                .records
+                .push((Position::Line(n as u64 + 1), start..batch.buf.len()));
+        }
+        let out = evaluate_batch(batch, &cfg, cfg.tier, &|pos| pos == 1);
+        assert!(matches!(out[0].outcome, Outcome::Done));
+        assert_eq!(out[0].id, "a");
+        assert!(matches!(out[1].outcome, Outcome::Routed { .. }));
+        assert!(matches!(out[2].outcome, Outcome::Routed { .. }));
+
+        let (mut summary, mut dedup) = (PlanSummary::default(), Dedup::default());
+        assert_eq!(summary.add(&out[0], &mut dedup, &cfg), None);
+        assert_eq!(summary.add(&out[1], &mut dedup, &cfg), None);
+        assert_eq!(
+            summary.add(&out[2], &mut dedup, &cfg).as_deref(),
+            Some("line 3: duplicate id 'a' (an earlier record has it)")
+        );
     }
 }

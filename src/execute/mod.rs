@@ -297,14 +297,25 @@ async fn dispatch(
     // Evaluated records arrive a batch (about 1,000) at a time: one wake-up of the
     // reader thread per batch, not per record.
     let (input_tx, mut input_rx) = mpsc::channel::<Vec<(Evaluated, Option<String>)>>(1);
+    let Restored {
+        done,
+        spent,
+        mut tally,
+        records: already_done,
+        ..
+    } = restored;
+    let done = Arc::new(done);
     let reader = {
         let cfg = cfg.clone();
         let input = s.input.clone();
         let strict = s.strict;
+        let done = done.clone();
         std::thread::spawn(move || {
             // One evaluating thread outpaces the providers many times over; the cores
-            // are for the requests.
-            evaluate_batches(&cfg, &input, strict, 1, |batch| {
+            // are for the requests. Records an earlier run finished are not evaluated
+            // again.
+            let done = |pos: u64| done.contains(pos);
+            evaluate_batches(&cfg, &input, strict, 1, &done, |batch| {
                 input_tx
                     .blocking_send(batch)
                     .map_err(|_| anyhow::anyhow!("run stopped"))
@@ -317,13 +328,6 @@ async fn dispatch(
     } else {
         Backend::http(&cfg)?
     };
-    let Restored {
-        done,
-        spent,
-        mut tally,
-        records: already_done,
-        ..
-    } = restored;
     let shared = Arc::new(Shared {
         backend,
         limits: Limits::new(&cfg),
@@ -481,6 +485,7 @@ fn start(
         });
     }
     match e.outcome {
+        Outcome::Done => unreachable!("finished records are skipped before they start"),
         Outcome::Invalid(reason) => Some(ResultRow {
             status: "invalid_input".into(),
             error: Some(reason),
