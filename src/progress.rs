@@ -14,6 +14,9 @@ use crate::output::ResultRow;
 pub struct Progress {
     bar: Option<ProgressBar>,
     budget: Option<Usd>,
+    /// The most spend reported so far: calls settle on several threads, so their
+    /// reports can arrive out of order, and the line never goes backwards.
+    spent: Usd,
     ok: u64,
     failed: u64,
     escalated: u64,
@@ -38,6 +41,7 @@ impl Progress {
         let mut p = Progress {
             bar,
             budget,
+            spent: Usd::ZERO,
             ok: 0,
             failed: 0,
             escalated: 0,
@@ -64,6 +68,8 @@ impl Progress {
     /// The spend so far (committed), against the budget.
     pub fn spent(&mut self, spent: Usd) {
         let Some(bar) = &self.bar else { return };
+        self.spent = self.spent.max(spent);
+        let spent = self.spent;
         let budget = self.budget.map_or(String::new(), |b| format!(" of {b}"));
         bar.set_message(format!(
             "| ok {} failed {} escalated {} | {spent}{budget}",
