@@ -469,6 +469,13 @@ impl Config {
         &self.providers[&self.models[model].provider]
     }
 
+    /// The position of `model`'s provider in `providers` (name order), for tables
+    /// indexed by provider; `None` only for a config that skipped validation.
+    pub fn provider_index(&self, model: ModelId) -> Option<usize> {
+        let name = &self.models[model].provider;
+        self.providers.keys().position(|p| p == name)
+    }
+
     /// The parts of the config that decide what a record gets, and what it costs, each
     /// as a canonical text: a resumed run compares them with the journal's. Limits,
     /// timeouts, URLs and retry settings may change between resumes; these may not.

@@ -69,18 +69,11 @@ impl Limits {
             .iter()
             .map(|m| Scope::new(m.rpm, m.tpm))
             .collect();
-        let providers: Vec<&String> = cfg.providers.keys().collect();
         scopes.extend(cfg.providers.values().map(|p| Scope::new(p.rpm, p.tpm)));
-        let of_model = cfg
-            .models
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let p = providers.iter().position(|&p| *p == m.provider);
-                // Config validation guarantees the provider exists; without it the
-                // model's own scope stands in.
-                [i, p.map_or(i, |p| cfg.models.len() + p)]
-            })
+        let of_model = (0..cfg.models.len())
+            // Validation guarantees the provider exists; without it the model's own
+            // scope stands in.
+            .map(|i| [i, cfg.provider_index(i).map_or(i, |p| cfg.models.len() + p)])
             .collect();
         let paused = Mutex::new(vec![None; scopes.len()]);
         Limits {

@@ -36,13 +36,11 @@ impl Backend {
             .iter()
             .map(|(name, p)| http::HttpProvider::new(name, p, client.clone()))
             .collect::<Result<Vec<_>>>()?;
-        let names: Vec<&String> = cfg.providers.keys().collect();
-        let of_model = cfg
-            .models
-            .iter()
+        let of_model = (0..cfg.models.len())
             .map(|m| {
-                names.iter().position(|&n| *n == m.provider).ok_or_else(|| {
-                    anyhow::anyhow!("model `{}`: no provider `{}`", m.name, m.provider)
+                cfg.provider_index(m).ok_or_else(|| {
+                    let model = &cfg.models[m];
+                    anyhow::anyhow!("model `{}`: no provider `{}`", model.name, model.provider)
                 })
             })
             .collect::<Result<Vec<_>>>()?;
