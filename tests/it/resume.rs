@@ -2,8 +2,6 @@
 //! server, killed with SIGKILL or interrupted with SIGINT, then resumed. The server's
 //! own log says which prompts were requested when.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -12,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fake::{config, ok_openai, serve, spawn, write_job, Reply, Server, CHEAP_CALL_PICO};
+use crate::fake::{config, ok_openai, serve, spawn, write_job, Reply, Server, CHEAP_CALL_PICO};
 use serde_json::Value;
 
 const CONCURRENCY: usize = 8;

@@ -5,10 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-mod common;
-
+use crate::common::bin;
 use assert_cmd::Command;
-use common::bin;
 use serde_json::Value;
 
 struct Out {
@@ -640,7 +638,7 @@ fn every_example_config_in_jobs_loads_cleanly_and_plans() {
             continue;
         }
         seen += 1;
-        let o = common::bin()
+        let o = crate::common::bin()
             .args([
                 "plan",
                 "jobs/mixed.jsonl",

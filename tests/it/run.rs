@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-mod common;
-
-use common::bin;
+use crate::common::bin;
 use serde_json::Value;
 
 struct Run {

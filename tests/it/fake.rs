@@ -1,7 +1,6 @@
 //! An in-process OpenAI/Anthropic-compatible server on 127.0.0.1 for the tests: it
 //! answers by a script, can inject faults (status codes, hangs, connection resets,
 //! cut bodies) and records what it received with its own timestamps.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -227,7 +226,7 @@ pub fn write_job(cfg: &Path, job: &str) -> PathBuf {
 
 /// `switchyard run INPUT --config CFG` with the canary key, not yet started.
 pub fn command(cfg: &Path, input: &Path) -> Command {
-    let mut c = super::bin();
+    let mut c = crate::common::bin();
     c.env("FAKE_KEY", CANARY).args([
         "run",
         input.to_str().unwrap(),
@@ -248,7 +247,7 @@ pub fn rows(o: &Output) -> Vec<Value> {
 /// stderr piped), for tests that signal or kill it.
 pub fn spawn(cfg: &Path, input: &Path, extra: &[&str]) -> std::process::Child {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
-    for var in super::ENV_VARS {
+    for var in crate::common::ENV_VARS {
         c.env_remove(var);
     }
     c.env("FAKE_KEY", CANARY)

@@ -3,8 +3,6 @@
 
 use assert_cmd::Command;
 
-pub mod fake;
-
 /// The variables that would change what the binary does; tests start without them.
 pub const ENV_VARS: [&str; 5] = [
     "SWITCHYARD_CONFIG",

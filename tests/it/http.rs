@@ -1,12 +1,10 @@
 //! `run` against an in-process OpenAI/Anthropic-compatible server on 127.0.0.1 that
 //! can inject faults and records what it received (with its own timestamps).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::fake::{config, error, ok_openai, rows, run, serve, Reply, CANARY};
+use crate::fake::{config, error, ok_openai, rows, run, serve, Reply, CANARY};
 use serde_json::json;
 
 #[test]
@@ -190,7 +188,7 @@ fn edit(cfg: &std::path::Path, replace: &[(&str, &str)], extra: &str) {
     std::fs::write(cfg, text).unwrap();
 }
 
-fn prompt_number(req: &common::fake::Seen) -> usize {
+fn prompt_number(req: &crate::fake::Seen) -> usize {
     req.prompt()
         .trim_start_matches("question ")
         .parse()
@@ -287,7 +285,7 @@ fn the_breaker_opens_after_repeated_failures_and_recovers_by_a_probe() {
     let o = run(&cfg, &job, &["--concurrency", "1"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     let seen = server.seen();
-    let cheap: Vec<&common::fake::Seen> = seen.iter().filter(|s| s.model() == "cheap").collect();
+    let cheap: Vec<&crate::fake::Seen> = seen.iter().filter(|s| s.model() == "cheap").collect();
     // Two failures open the breaker; the next cheap request is the probe, sent only
     // after the cooldown (server clock), and it closes the breaker again.
     let opened_at = cheap[1].at;
@@ -452,8 +450,8 @@ fn the_llm_classifier_reroutes_on_a_usable_word_and_is_charged_on_its_own_line()
         "{\"id\":\"a\",\"prompt\":\"question 1\"}\n{\"id\":\"b\",\"prompt\":\"question 2\"}\n";
 
     // plan prices the two questions on their own line.
-    let input = common::fake::write_job(&cfg, job);
-    let plan = common::bin()
+    let input = crate::fake::write_job(&cfg, job);
+    let plan = crate::common::bin()
         .args([
             "plan",
             input.to_str().unwrap(),

@@ -1,0 +1,11 @@
+//! The integration tests, one binary: the built `switchyard` driven as a user would,
+//! against fixtures and an in-process fake provider on 127.0.0.1.
+
+mod common;
+mod fake;
+
+mod cli;
+mod http;
+mod resume;
+mod run;
+mod tokens;
