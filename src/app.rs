@@ -22,6 +22,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_SOME_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_BUDGET: u8 = 3;
+/// `run` could not deliver its results after work started: stdout closed
+/// (`run - | head`). What `--out` journaled stays resumable.
+pub const EXIT_OUTPUT: u8 = 4;
 /// Ctrl-C or SIGTERM: the run drained and stopped; `--resume` continues it.
 pub const EXIT_INTERRUPTED: u8 = 130;
 
@@ -109,7 +112,7 @@ pub(crate) fn evaluate_batches(
     mut each: impl FnMut(Vec<(Evaluated, Option<String>)>) -> Result<()>,
 ) -> Result<PlanSummary> {
     let label = input.label();
-    let source = input.open()?;
+    let source = input.open(cfg.max_line_bytes)?;
     let tier = cfg.tier;
     let mut summary = PlanSummary::default();
     let mut dedup = Dedup::default();
@@ -136,6 +139,9 @@ pub(crate) fn evaluate_batches(
         },
     )?;
     problems.finish();
+    if summary.records == 0 {
+        eprintln!("warning: {label}: no records");
+    }
     Ok(summary)
 }
 
@@ -190,7 +196,17 @@ fn run_job(args: RunArgs) -> Result<u8> {
         force: args.force,
         overwrite: args.overwrite,
     };
-    let (code, summary) = crate::execute::run(cfg, settings)?;
+    let (code, summary) = match crate::execute::run(cfg, settings) {
+        Err(err) if is_broken_pipe(&err) => {
+            // A reader that stops reading does not make a finished job.
+            eprintln!(
+                "error: stdout was closed before the run finished (broken pipe); results of \
+                 records still running were not delivered; use --out DIR to keep every result"
+            );
+            return Ok(EXIT_OUTPUT);
+        }
+        other => other?,
+    };
     let total = crate::report::total_row(&summary.report);
     let mut t = table(
         &[
@@ -230,6 +246,21 @@ fn run_job(args: RunArgs) -> Result<u8> {
         args.budget
             .map_or(String::new(), |b| format!("; budget {b}"))
     );
+    if total.overrun_calls > 0 {
+        let over = args
+            .budget
+            .filter(|b| summary.spent > *b)
+            .map_or(String::new(), |b| {
+                format!("; spend is over --budget by {}", summary.spent - b)
+            });
+        eprintln!(
+            "warning: {} calls were billed {} more than the worst case reserved for them \
+             (the provider counted more tokens than switchyard); new requests are refused \
+             once the budget is used{over}",
+            group_thousands(total.overrun_calls),
+            total.overrun
+        );
+    }
     if summary.stopped_on_budget {
         eprintln!("error: the run stopped on --budget; records not sent are marked skipped_budget");
     }
@@ -255,10 +286,22 @@ fn run_job(args: RunArgs) -> Result<u8> {
             "spent_exact": summary.spent.exact(), "budget_usd": args.budget.map(usd),
             "stopped_on_budget": summary.stopped_on_budget, "interrupted": summary.interrupted,
             "baseline_cost_usd": usd(total.baseline_cost), "savings_pct": total.savings_pct(),
+            "overrun_usd": usd(total.overrun), "overrun_calls": total.overrun_calls,
         });
-        println!("{json}");
+        writeln!(io::stdout().lock(), "{json}")?;
     }
     Ok(code)
+}
+
+/// A write to a closed pipe, anywhere in the error's chain: `switchyard classify
+/// big.jsonl | head` ends quietly, `run` does not.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || e.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
 }
 
 /// This command line with `--resume` (keys come from the environment, never flags).

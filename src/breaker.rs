@@ -52,6 +52,23 @@ impl Breaker {
         self.state = State::Closed { failures: 0 };
     }
 
+    /// The model cannot be used for a while (a 429 asking for a longer wait than we
+    /// accept): open at once, whatever the count.
+    pub fn trip(&mut self, now: Instant) {
+        self.state = State::Open {
+            until: now + self.cooldown,
+        };
+    }
+
+    /// A request that ended without saying anything about the model's health (it was
+    /// never sent, or its task was abandoned). A half-open probe that ends so is given
+    /// back: the next request may probe at once. Any other state is unchanged.
+    pub fn record_nothing(&mut self, now: Instant) {
+        if self.state == State::HalfOpen {
+            self.state = State::Open { until: now };
+        }
+    }
+
     /// Records a failure that counts against the model (not a 400 for a bad request).
     pub fn record_failure(&mut self, now: Instant) {
         self.state = match self.state {
@@ -98,5 +115,30 @@ mod tests {
         b.record_success();
         assert_eq!(b.state(), State::Closed { failures: 0 });
         assert!(b.allow(t0 + cool + cool));
+    }
+
+    #[test]
+    fn a_probe_that_says_nothing_is_given_back_and_a_trip_opens_at_once() {
+        let t0 = Instant::now();
+        let cool = Duration::from_secs(30);
+        let mut b = Breaker::new(3, cool);
+        b.trip(t0);
+        assert_eq!(b.state(), State::Open { until: t0 + cool });
+        assert!(b.allow(t0 + cool));
+        assert_eq!(b.state(), State::HalfOpen);
+        b.record_nothing(t0 + cool);
+        assert!(b.allow(t0 + cool), "the next request probes");
+        assert!(!b.allow(t0 + cool), "one probe at a time");
+        b.record_nothing(t0 + cool);
+        b.record_nothing(t0 + cool);
+        assert!(b.allow(t0 + cool));
+        b.record_success();
+        assert_eq!(b.state(), State::Closed { failures: 0 });
+        b.record_nothing(t0);
+        assert_eq!(
+            b.state(),
+            State::Closed { failures: 0 },
+            "closed stays closed"
+        );
     }
 }

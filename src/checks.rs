@@ -1,6 +1,6 @@
 //! Escalation checks on an answer: pure functions from (record, task, answer) to the
-//! first reason the answer is weak, if any. Each check can be switched off in config;
-//! the executor (issue #3) re-asks a stronger model when one fires.
+//! first reason the answer is weak, if any. Each check can be switched off in config
+//! (`[checks]`); `run` re-asks a stronger model when one fires.
 
 use crate::record::{Job, Task};
 
@@ -30,8 +30,9 @@ impl Weakness {
     }
 }
 
-/// Which checks run (all by default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which checks run: `[checks]` in config (all on by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default)]
 pub struct CheckSet {
     pub empty: bool,
     pub truncated: bool,

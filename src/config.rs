@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::checks::CheckSet;
 use crate::money::PerMtok;
 use crate::record::{Task, Tier};
 
@@ -164,6 +165,7 @@ impl Default for LlmClassifierConfig {
 #[derive(Debug, Deserialize)]
 struct RawInput {
     batch_model: BatchModel,
+    max_line_bytes: u64,
 }
 
 /// The simulated provider of `run --simulate`: latency and injected faults, so a
@@ -202,6 +204,9 @@ pub struct RunConfig {
     pub max_escalations: u32,
     pub breaker_failures: u32,
     pub breaker_cooldown_s: u64,
+    /// A 429 asking to wait longer than this opens the model's breaker instead of
+    /// pausing it.
+    pub max_retry_after_s: u64,
     /// The journal is fdatasync'ed at most this often (0: after every line).
     pub journal_sync_ms: u64,
     /// After Ctrl-C/SIGTERM, how long in-flight records may take to finish.
@@ -216,6 +221,7 @@ impl Default for RunConfig {
             max_escalations: 1,
             breaker_failures: 5,
             breaker_cooldown_s: 30,
+            max_retry_after_s: 120,
             journal_sync_ms: 1000,
             drain_timeout_s: 30,
         }
@@ -235,6 +241,8 @@ struct RawConfig {
     simulate: SimulateConfig,
     #[serde(default)]
     run: RunConfig,
+    #[serde(default)]
+    checks: CheckSet,
 }
 
 /// Index of a model in [`Config::models`].
@@ -251,8 +259,12 @@ pub struct Config {
     /// The LLM classifier's model, when `[classifier.llm] enabled`.
     pub llm_classifier: Option<ModelId>,
     pub batch_model: BatchModel,
+    /// A JSONL line longer than this is an invalid record, not read into memory.
+    pub max_line_bytes: u64,
     pub simulate: SimulateConfig,
     pub run: RunConfig,
+    /// `[checks]`: which escalation checks run on answers.
+    pub checks: CheckSet,
     pub providers: BTreeMap<String, Provider>,
     pub models: Vec<Model>,
     /// `routes[task][tier]`: candidate models in order of preference.
@@ -448,8 +460,10 @@ impl Config {
             complex_upgrades_tier: raw.routing.complex_upgrades_tier,
             classifier: raw.classifier,
             batch_model: raw.input.batch_model,
+            max_line_bytes: raw.input.max_line_bytes,
             simulate: raw.simulate,
             run: raw.run,
+            checks: raw.checks,
             providers: raw.providers,
             models,
             routes,

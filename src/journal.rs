@@ -6,8 +6,13 @@
 //!   the routing config were, so a resume can refuse when they changed;
 //! - `{"call": {...}}` for every billed call, exact to the pico-dollar (this is what
 //!   restores the spend, including calls whose record had not finished);
-//! - `{"pos": N, "status": "...", "row": {...}}` for every finished record, keyed by
-//!   its position in the input (ids may repeat in a bad input; positions do not).
+//! - `{"pos": N, "status": "...", "row": {...}, "key": K}` for every finished record,
+//!   keyed by its position in the input (ids may repeat in a bad input; positions do
+//!   not); `key` hashes the record's bytes;
+//! - `{"fingerprint": {...}, "renumbered": true}` when a `--force`d resume accepted a
+//!   changed input: positions before it belong to the old input. Finished records of
+//!   the old input are matched to the new one by `key` (the same bytes), re-journaled
+//!   at their new positions and not sent again; every other record runs.
 //!
 //! Durability: lines are buffered only until the dispatcher next takes a record from
 //! the input (or 100 ms pass): then they reach the kernel in one `write(2)`. So a
@@ -19,7 +24,7 @@
 //! last interval; those records run again. A torn last line (a crash in the middle of
 //! a write) is dropped on resume.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -97,11 +102,39 @@ pub struct Restored {
     /// Input positions finished for good (a `skipped_budget` record runs again: it
     /// was never sent, so it cannot be paid twice).
     pub done: PositionSet,
+    /// After a forced resume on a changed input, instead of `done`: the finished rows
+    /// of the old input by record key, to carry to the records' new positions.
+    pub carried: Carried,
     pub spent: Usd,
     pub tally: CostTally,
     pub records: u64,
     /// A torn last line was dropped.
     pub torn_tail: bool,
+}
+
+/// Finished rows by the key of their record's bytes: where each row line is in the
+/// journal. A key finished twice (two identical lines) carries two rows, one each.
+#[derive(Default)]
+pub struct Carried(HashMap<u64, Vec<(u64, u32)>>);
+
+impl Carried {
+    /// The journal line (offset, length) of a finished row for a record with `key`.
+    pub fn take(&mut self, key: u64) -> Option<(u64, u32)> {
+        let rows = self.0.get_mut(&key)?;
+        let row = rows.pop();
+        if rows.is_empty() {
+            self.0.remove(&key);
+        }
+        row
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// A growable bit set of input positions.
@@ -144,10 +177,13 @@ struct Header {
     fingerprint: Fingerprint,
 }
 
-/// Written by a `--force`d resume: what the job is from here on.
+/// Written by a `--force`d resume: what the job is from here on; `renumbered` when
+/// the input changed, so earlier positions no longer name the same records.
 #[derive(Serialize)]
 struct Refingerprint {
     fingerprint: Fingerprint,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    renumbered: bool,
 }
 
 /// A line, read without materializing its row.
@@ -163,6 +199,10 @@ struct Line {
     pos: Option<u64>,
     #[serde(default)]
     status: Option<String>,
+    #[serde(default)]
+    key: Option<u64>,
+    #[serde(default)]
+    renumbered: bool,
 }
 
 #[derive(Serialize)]
@@ -170,6 +210,7 @@ struct RowLine<'a> {
     pos: u64,
     status: &'a str,
     row: &'a ResultRow,
+    key: u64,
 }
 
 #[derive(Serialize)]
@@ -216,9 +257,13 @@ impl Journal {
                 dir.display()
             ),
             Mode::Resume { force } if existing => {
-                let (restored, valid_len, was) = read(&path)?;
+                let (mut restored, valid_len, was) = read(&path, false)?;
                 let changed = check_fingerprint(&path, &was, fingerprint, force)?;
-                Some((restored, valid_len, changed))
+                let renumbered = changed && was.get("input") != fingerprint.get("input");
+                if renumbered {
+                    restored = read(&path, true)?.0;
+                }
+                Some((restored, valid_len, changed, renumbered))
             }
             Mode::Resume { .. } if dir.join("results.parquet").exists() => bail!(
                 "--out {} holds results.parquet but no {FILE} to resume from; use --overwrite to replace it",
@@ -230,8 +275,10 @@ impl Journal {
             anyhow::Error::new(e).context(format!("cannot write {}", path.display()))
         };
         let mut journal = match restored {
-            Some((_, valid_len, changed)) => {
+            Some((_, valid_len, changed, renumbered)) => {
+                // Read too: a forced resume on a changed input reads old rows back.
                 let file = OpenOptions::new()
+                    .read(true)
                     .append(true)
                     .open(&path)
                     .map_err(cannot)?;
@@ -242,6 +289,7 @@ impl Journal {
                     // --force: later resumes compare against what this one ran with.
                     j.append(&Refingerprint {
                         fingerprint: fingerprint.clone(),
+                        renumbered,
                     })?;
                 }
                 j
@@ -262,7 +310,7 @@ impl Journal {
             }
         };
         journal.last_sync = Instant::now();
-        Ok((journal, restored.map(|(r, _, _)| r).unwrap_or_default()))
+        Ok((journal, restored.map(|(r, ..)| r).unwrap_or_default()))
     }
 
     fn with_file(path: PathBuf, file: File, sync_every: Duration) -> Journal {
@@ -280,13 +328,25 @@ impl Journal {
         &self.path
     }
 
-    /// Appends a finished record.
-    pub fn row(&mut self, pos: u64, row: &ResultRow) -> Result<()> {
+    /// Appends a finished record; `key` hashes its bytes in the input.
+    pub fn row(&mut self, pos: u64, key: u64, row: &ResultRow) -> Result<()> {
         self.append(&RowLine {
             pos,
             status: &row.status,
             row,
+            key,
         })
+    }
+
+    /// A row an earlier run journaled at (`offset`, `len`) (see [`Carried`]).
+    pub fn stored_row(&self, offset: u64, len: u32) -> Result<ResultRow> {
+        let mut bytes = vec![0; len as usize];
+        self.file
+            .read_exact_at(&mut bytes, offset)
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        let stored: StoredRow = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} at byte {offset} is damaged", self.path.display()))?;
+        Ok(stored.row)
     }
 
     /// Appends a billed call.
@@ -338,12 +398,16 @@ impl Journal {
 }
 
 /// Reads a journal for a resume: what is done, the length of its valid prefix, and the
-/// fingerprint the job was last run with.
-fn read(path: &Path) -> Result<(Restored, u64, Fingerprint)> {
+/// fingerprint the job was last run with. `by_content` (a forced resume on a changed
+/// input) gathers the finished rows by record key into `carried` instead of `done`.
+fn read(path: &Path, by_content: bool) -> Result<(Restored, u64, Fingerprint)> {
     let mut restored = Restored::default();
     let mut valid_len = 0u64;
     let mut fingerprint = None;
     let mut finished = PositionSet::default();
+    // By position since the last renumbering: the latest row line's (key, offset,
+    // length), or `None` for a skipped record.
+    let mut latest: HashMap<u64, Option<(u64, u64, u32)>> = HashMap::new();
     scan(path, |n, offset, bytes, last| {
         let line: Line = match serde_json::from_slice(bytes) {
             Ok(l) if bytes.ends_with(b"\n") => l,
@@ -370,19 +434,44 @@ fn read(path: &Path) -> Result<(Restored, u64, Fingerprint)> {
         }
         if let Some(fp) = line.fingerprint {
             fingerprint = Some(fp);
+            if line.renumbered {
+                // Positions from before belong to an older input.
+                finished = PositionSet::default();
+                restored.done = PositionSet::default();
+                latest.clear();
+            }
         } else if let Some(call) = line.call {
             restored.spent += call.cost;
             restored.tally.add(&call);
         } else if let Some(pos) = line.pos {
             finished.insert(pos);
-            if line.status.as_deref() == Some("skipped_budget") {
+            let skipped = line.status.as_deref() == Some("skipped_budget");
+            if skipped {
                 restored.done.remove(pos);
             } else {
                 restored.done.insert(pos);
             }
+            if by_content {
+                let row = line
+                    .key
+                    .filter(|_| !skipped)
+                    .map(|k| (k, offset, bytes.len() as u32));
+                latest.insert(pos, row);
+            }
         }
         Ok(())
     })?;
+    if by_content {
+        restored.done = PositionSet::default();
+        for (key, offset, len) in latest.into_values().flatten() {
+            restored
+                .carried
+                .0
+                .entry(key)
+                .or_default()
+                .push((offset, len));
+        }
+    }
     let Some(fingerprint) = fingerprint else {
         bail!(
             "{} has no header line; move it away to start over",
@@ -459,9 +548,16 @@ pub fn write_results(path: &Path, dir: &Path) -> Result<Written> {
         }
         let pos = match row_position(bytes) {
             Some(pos) => Some(pos),
-            None => serde_json::from_slice::<Line>(bytes)
-                .ok()
-                .and_then(|l| l.pos),
+            None => match serde_json::from_slice::<Line>(bytes) {
+                // Rows before a renumbering were of an older input: those still
+                // finished were journaled again at their new positions.
+                Ok(l) if l.renumbered => {
+                    rows.clear();
+                    None
+                }
+                Ok(l) => l.pos,
+                Err(_) => None,
+            },
         };
         if let Some(pos) = pos {
             rows.push((pos, offset, bytes.len() as u32));
@@ -583,6 +679,7 @@ mod tests {
             cost: Usd::from_pico(pico),
             baseline_cost: Usd::from_pico(pico * 10),
             latency_ms: 3,
+            overrun: Usd::ZERO,
         }
     }
 
@@ -594,12 +691,12 @@ mod tests {
         let (mut j, r) = Journal::open(dir.path(), &fp("a"), Mode::Fresh, NOW).unwrap();
         assert_eq!(r.records, 0);
         j.call(&call(1_234_567)).unwrap();
-        j.row(0, &row("a", "ok")).unwrap();
+        j.row(0, 0, &row("a", "ok")).unwrap();
         j.call(&call(7)).unwrap(); // paid, but its record never finished
-        j.row(2, &row("c", "skipped_budget")).unwrap();
-        j.row(3, &row("d", "failed")).unwrap();
+        j.row(2, 0, &row("c", "skipped_budget")).unwrap();
+        j.row(3, 0, &row("d", "failed")).unwrap();
         j.flush().unwrap();
-        j.row(4, &row("e", "ok")).unwrap(); // buffered, never written: the process dies
+        j.row(4, 0, &row("e", "ok")).unwrap(); // buffered, never written: the process dies
         drop(j);
         // A crash in the middle of a write.
         let path = dir.path().join(FILE);
@@ -618,8 +715,8 @@ mod tests {
         assert!(!r.done.contains(4), "an unwritten line's record runs again");
         assert_eq!(r.records, 3);
         assert!(std::fs::metadata(&path).unwrap().len() < len_before);
-        j.row(1, &row("b", "ok")).unwrap();
-        j.row(2, &row("c", "ok")).unwrap();
+        j.row(1, 0, &row("b", "ok")).unwrap();
+        j.row(2, 0, &row("c", "ok")).unwrap();
         j.sync().unwrap();
         drop(j);
 
@@ -669,7 +766,7 @@ mod tests {
     fn a_damaged_middle_line_is_an_error_naming_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _) = Journal::open(dir.path(), &fp("a"), Mode::Fresh, NOW).unwrap();
-        j.row(0, &row("a", "ok")).unwrap();
+        j.row(0, 0, &row("a", "ok")).unwrap();
         j.flush().unwrap();
         drop(j);
         let path = dir.path().join(FILE);
@@ -692,13 +789,16 @@ mod tests {
 
     #[test]
     fn a_full_disk_is_an_error_naming_the_file() {
+        // Linux's /dev/full fails every write with ENOSPC. Without it this test cannot
+        // say anything, and it fails rather than pass silently.
         let full = Path::new("/dev/full");
-        if !full.exists() {
-            return;
-        }
+        assert!(
+            full.exists(),
+            "this test needs /dev/full (Linux) to simulate a full disk"
+        );
         let file = OpenOptions::new().write(true).open(full).unwrap();
         let mut j = Journal::with_file(full.to_path_buf(), file, NOW);
-        j.row(0, &row("a", "ok")).unwrap();
+        j.row(0, 0, &row("a", "ok")).unwrap();
         let err = format!("{:#}", j.flush().err().unwrap());
         assert!(
             err.starts_with("cannot append to /dev/full: No space left on device"),
@@ -707,11 +807,30 @@ mod tests {
     }
 
     #[test]
+    fn journal_sync_ms_zero_syncs_at_every_flush_and_a_longer_interval_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut every, _) =
+            Journal::open(dir.path(), &fp("a"), Mode::Fresh, Duration::ZERO).unwrap();
+        every.row(0, 0, &row("a", "ok")).unwrap();
+        every.flush().unwrap();
+        assert!(!every.unsynced, "journal_sync_ms = 0: synced at the flush");
+        let other = tempfile::tempdir().unwrap();
+        let hour = Duration::from_secs(3600);
+        let (mut lazy, _) = Journal::open(other.path(), &fp("a"), Mode::Fresh, hour).unwrap();
+        lazy.row(0, 0, &row("a", "ok")).unwrap();
+        lazy.flush().unwrap();
+        assert!(lazy.unsynced, "written, not yet synced");
+        lazy.sync().unwrap();
+        assert!(!lazy.unsynced);
+    }
+
+    #[test]
     fn row_position_reads_the_row_line_shape_the_journal_writes() {
         let mut line = serde_json::to_vec(&RowLine {
             pos: 1234567,
             status: "ok",
             row: &row("r1", "ok"),
+            key: 99,
         })
         .unwrap();
         line.push(b'\n');

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchyard::app::{self, StrictStop, EXIT_USAGE};
+use switchyard::app::{self, is_broken_pipe, StrictStop, EXIT_USAGE};
 use switchyard::cli::Cli;
 
 /// jemalloc instead of glibc's malloc: `run` allocates on one runtime worker and frees
@@ -34,14 +34,4 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
-}
-
-/// `switchyard classify big.jsonl | head` ends quietly.
-fn is_broken_pipe(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || e.downcast_ref::<serde_json::Error>()
-                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
-    })
 }

@@ -60,6 +60,10 @@ impl Usd {
         self.0 as f64 / PICO_PER_USD as f64
     }
 
+    pub fn is_zero(&self) -> bool {
+        self.0 == 0
+    }
+
     pub fn saturating_sub(self, other: Usd) -> Usd {
         Usd(self.0.saturating_sub(other.0))
     }

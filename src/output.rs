@@ -227,6 +227,14 @@ pub struct Call {
     #[serde(with = "crate::money::exact")]
     pub baseline_cost: Usd,
     pub latency_ms: u64,
+    /// What the provider billed beyond the worst case reserved for this call (it
+    /// counted more tokens than switchyard did): real money, outside the reservation.
+    #[serde(
+        default,
+        with = "crate::money::exact",
+        skip_serializing_if = "Usd::is_zero"
+    )]
+    pub overrun: Usd,
 }
 
 #[derive(Default)]
@@ -254,6 +262,8 @@ impl CostTally {
         t.row.output_tokens += c.output_tokens;
         t.row.cost += c.cost;
         t.row.baseline_cost += c.baseline_cost;
+        t.row.overrun += c.overrun;
+        t.row.overrun_calls += u64::from(!c.overrun.is_zero());
         t.latencies.push(c.latency_ms);
     }
 

@@ -22,6 +22,9 @@ pub struct Evaluated {
     pub position: Position,
     /// The record's id: its own, else its line/row number.
     pub id: String,
+    /// A hash of the record's bytes: what `run --resume --force` recognises a
+    /// finished record by when the input changed and positions moved.
+    pub key: u64,
     pub outcome: Outcome,
 }
 
@@ -57,11 +60,12 @@ pub fn evaluate_batch(
 ) -> Vec<Evaluated> {
     batch
         .iter()
-        .map(|(position, bytes)| {
+        .map(|(position, bytes, problem)| {
             let parsed = parse_record(bytes, position.number(), cfg.batch_model);
             let id = parsed.id.unwrap_or_else(|| position.number().to_string());
             let outcome = match parsed.job {
                 _ if done(position.number()) => Outcome::Done,
+                _ if problem.is_some() => Outcome::Invalid(problem.unwrap_or_default().into()),
                 Err(reason) => Outcome::Invalid(reason),
                 Ok(job) => {
                     let mut tokens = PromptTokens::default();
@@ -102,6 +106,7 @@ pub fn evaluate_batch(
             Evaluated {
                 position,
                 id,
+                key: xxhash_rust::xxh3::xxh3_64(bytes),
                 outcome,
             }
         })
@@ -251,8 +256,7 @@ impl PlanSummary {
                 output_tokens: l.output_tokens,
                 cost: l.cost,
                 baseline_cost: l.baseline_cost,
-                latency_p50_ms: None,
-                latency_p95_ms: None,
+                ..ReportRow::default()
             })
             .collect()
     }
@@ -288,10 +292,7 @@ mod tests {
     #[test]
     fn done_positions_are_read_for_their_id_only_and_still_claim_it() {
         let cfg = Config::embedded();
-        let mut batch = Batch {
-            buf: Vec::new(),
-            records: Vec::new(),
-        };
+        let mut batch = Batch::default();
         for (n, line) in [
             r#"{"id":"a","prompt":"Summarize this ticket: the login page times out."}"#,
             r#"{"id":"b","prompt":"Hello there"}"#,

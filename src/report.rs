@@ -29,6 +29,9 @@ pub struct ReportRow {
     pub baseline_cost: Usd,
     pub latency_p50_ms: Option<f64>,
     pub latency_p95_ms: Option<f64>,
+    /// Billed beyond the reserved worst case (`run` only), and on how many calls.
+    pub overrun: Usd,
+    pub overrun_calls: u64,
 }
 
 impl ReportRow {
@@ -62,6 +65,8 @@ pub fn total_row(rows: &[ReportRow]) -> ReportRow {
         t.output_tokens += r.output_tokens;
         t.cost += r.cost;
         t.baseline_cost += r.baseline_cost;
+        t.overrun += r.overrun;
+        t.overrun_calls += r.overrun_calls;
     }
     t
 }
@@ -84,6 +89,7 @@ fn schema() -> Arc<Schema> {
         f("latency_p95_ms", true),
         f("baseline_cost_usd", false),
         f("savings_pct", false),
+        f("overrun_usd", false),
     ]))
 }
 
@@ -126,6 +132,9 @@ pub fn write_parquet(path: &Path, rows: &[ReportRow]) -> Result<()> {
         )),
         Arc::new(Float64Array::from_iter_values(
             all.iter().map(|r| r.savings_pct()),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            all.iter().map(|r| r.overrun.as_f64()),
         )),
     ];
     let batch = RecordBatch::try_new(schema(), columns).expect("report schema matches columns");

@@ -61,10 +61,23 @@ pub struct RunSettings {
     pub overwrite: bool,
 }
 
-enum Grant {
-    Granted(Reservation),
+enum Grant<'a> {
+    Granted(Held<'a>),
     BreakerOpen,
     NoBudget(Shortfall),
+}
+
+/// What a request that was not billed says about its model, for its breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    /// It failed in a way that counts against the model (5xx, timeout, 401…).
+    Failed,
+    /// It asked for a longer wait than we accept: open the breaker at once.
+    Unavailable,
+    /// The model answered, with a 400/422 or a context-length error: it is up.
+    Answered,
+    /// Nothing was learned: it was never sent, or its task was abandoned.
+    Unknown,
 }
 
 /// The budget ledger and the per-model circuit breakers, shared by record tasks under
@@ -74,6 +87,11 @@ struct Gate {
     ledger: Ledger,
     /// By model id.
     breakers: Vec<Breaker>,
+    /// By model id: the largest (billed, estimated worst case) a call of that model
+    /// was ever charged beyond its reservation. Later reservations for the model are
+    /// scaled by it, so a provider that counts more tokens than we do surprises the
+    /// budget once per model (and per call in flight), not on every call.
+    overrun_ratio: Vec<Option<(u128, u128)>>,
 }
 
 impl Gate {
@@ -84,38 +102,123 @@ impl Gate {
             breakers: (0..cfg.models.len())
                 .map(|_| Breaker::new(cfg.run.breaker_failures, cooldown))
                 .collect(),
+            overrun_ratio: vec![None; cfg.models.len()],
         }
     }
 
-    /// Reserves `worst` for a request to `model`, if the budget and its breaker allow.
-    fn reserve(&mut self, model: ModelId, worst: Usd) -> Grant {
+    /// Reserves `worst` (scaled by the model's overrun ratio) for a request to
+    /// `model`, if the budget and its breaker allow.
+    fn reserve(&mut self, model: ModelId, worst: Usd) -> Result<Reservation, Refused> {
+        let worst = match self.overrun_ratio[model] {
+            Some((billed, estimated)) => {
+                Usd::from_pico((worst.pico() * billed).div_ceil(estimated.max(1)))
+            }
+            None => worst,
+        };
         // Budget first: a refused reservation must not use up a half-open breaker's
         // single probe.
         match self.ledger.available() {
-            Some(available) if worst > available => Grant::NoBudget(Shortfall {
+            Some(available) if worst > available => Err(Refused::NoBudget(Shortfall {
                 needed: worst,
                 available,
-            }),
-            _ if !self.breakers[model].allow(Instant::now()) => Grant::BreakerOpen,
-            _ => match self.ledger.reserve(worst) {
-                Ok(r) => Grant::Granted(r),
-                Err(short) => Grant::NoBudget(short),
-            },
+            })),
+            _ if !self.breakers[model].allow(Instant::now()) => Err(Refused::BreakerOpen),
+            _ => self.ledger.reserve(worst).map_err(Refused::NoBudget),
         }
     }
 
-    /// An answered call: its cost replaces the reservation; the model is healthy.
-    fn settle(&mut self, reservation: Reservation, model: ModelId, cost: Usd) -> Usd {
+    /// An answered call: its cost replaces the reservation; the model is healthy. A
+    /// cost beyond the reservation raises the model's overrun ratio (`estimated` is the
+    /// call's unscaled worst case).
+    fn settle(
+        &mut self,
+        reservation: Reservation,
+        model: ModelId,
+        cost: Usd,
+        estimated: Usd,
+    ) -> Usd {
+        if cost > reservation.amount() && !estimated.is_zero() {
+            let ratio = &mut self.overrun_ratio[model];
+            let higher = ratio.is_none_or(|(b, e)| cost.pico() * e > b * estimated.pico());
+            if higher {
+                *ratio = Some((cost.pico(), estimated.pico()));
+            }
+        }
         self.ledger.settle(reservation, cost);
         self.breakers[model].record_success();
         self.ledger.committed()
     }
 
-    /// A request that was not billed; `failed` counts against the model's breaker.
-    fn release(&mut self, reservation: Reservation, model: ModelId, failed: bool) {
+    /// A request that was not billed: the reservation is freed, and the breaker learns
+    /// what `health` says.
+    fn release(&mut self, reservation: Reservation, model: ModelId, health: Health) {
         self.ledger.release(reservation);
-        if failed {
-            self.breakers[model].record_failure(Instant::now());
+        let now = Instant::now();
+        let breaker = &mut self.breakers[model];
+        match health {
+            Health::Failed => breaker.record_failure(now),
+            Health::Unavailable => breaker.trip(now),
+            Health::Answered => breaker.record_success(),
+            Health::Unknown => breaker.record_nothing(now),
+        }
+    }
+}
+
+enum Refused {
+    BreakerOpen,
+    NoBudget(Shortfall),
+}
+
+/// A granted reservation, tied to the gate until it is settled or released. Dropped
+/// any other way — the record task panicked or was abandoned — it releases itself,
+/// so money is never left reserved and a half-open breaker's probe is given back.
+struct Held<'a> {
+    shared: &'a Shared,
+    model: ModelId,
+    /// The call's worst case as estimated (before any overrun scaling).
+    estimated: Usd,
+    reservation: Option<Reservation>,
+}
+
+impl Held<'_> {
+    /// Charges an answered call; returns the run's spend after it, and what the call
+    /// cost beyond its reservation.
+    fn settle(mut self, cost: Usd) -> (Usd, Usd) {
+        let r = self.reservation.take().expect("held until consumed");
+        let overrun = cost.saturating_sub(r.amount());
+        let spent = self
+            .shared
+            .gate()
+            .settle(r, self.model, cost, self.estimated);
+        (spent, overrun)
+    }
+
+    fn release(mut self, health: Health) {
+        let r = self.reservation.take().expect("held until consumed");
+        self.shared.gate().release(r, self.model, health);
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.reservation.take() {
+            self.shared.gate().release(r, self.model, Health::Unknown);
+        }
+    }
+}
+
+impl Shared {
+    /// Asks the gate for `worst` on `model`.
+    fn ask(&self, model: ModelId, worst: Usd) -> Grant<'_> {
+        match self.gate().reserve(model, worst) {
+            Ok(r) => Grant::Granted(Held {
+                shared: self,
+                model,
+                estimated: worst,
+                reservation: Some(r),
+            }),
+            Err(Refused::BreakerOpen) => Grant::BreakerOpen,
+            Err(Refused::NoBudget(short)) => Grant::NoBudget(short),
         }
     }
 }
@@ -139,7 +242,8 @@ enum ToOwner {
     /// An answered call (already settled in the gate), with the spend after it.
     Call(Call, Usd),
     StopOnBudget,
-    Done(u64, Box<ResultRow>),
+    /// A finished record: its position, its key, its row.
+    Done(u64, u64, Box<ResultRow>),
 }
 
 /// Where finished records go: stdout, or the journal in `--out`.
@@ -196,7 +300,14 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<(u8, RunSummary)> {
                     j.path().display()
                 );
             }
-            if r.records > 0 {
+            if !r.carried.is_empty() {
+                eprintln!(
+                    "resuming {} on a changed input (--force): {} finished records whose lines are unchanged keep their results; every other record runs; {} already spent",
+                    dir.display(),
+                    group_thousands(r.carried.len() as u64),
+                    r.spent
+                );
+            } else if r.records > 0 {
                 eprintln!(
                     "resuming {}: {} records already done, {} already spent",
                     dir.display(),
@@ -302,6 +413,7 @@ async fn dispatch(
         spent,
         mut tally,
         records: already_done,
+        mut carried,
         ..
     } = restored;
     let done = Arc::new(done);
@@ -343,87 +455,104 @@ async fn dispatch(
     let concurrency = s.concurrency.max(1);
     let mut flush_tick = tokio::time::interval(Duration::from_millis(100));
 
-    let mut emit =
-        |pos: u64, row: &ResultRow, output: &mut Output, progress: &mut Progress| -> Result<()> {
-            match output {
-                Output::Stdout(out) => write_jsonl(out, row)?,
-                Output::Journal(j) => j.row(pos, row)?,
-            }
-            rows += 1;
-            not_ok += u64::from(!row.is_ok());
-            progress.finished(row);
-            Ok(())
-        };
+    let mut emit = |(pos, key): (u64, u64),
+                    row: &ResultRow,
+                    output: &mut Output,
+                    progress: &mut Progress|
+     -> Result<()> {
+        match output {
+            Output::Stdout(out) => write_jsonl(out, row)?,
+            Output::Journal(j) => j.row(pos, key, row)?,
+        }
+        rows += 1;
+        not_ok += u64::from(!row.is_ok());
+        progress.finished(row);
+        Ok(())
+    };
 
-    loop {
-        // Start records while there is room (none after an interrupt).
-        while drain_until.is_none() && in_flight < concurrency {
-            let Some((e, problem)) = queue.next() else {
+    // The loop's errors (an output write, say) are held until the journal is synced
+    // below: whatever ends the run, paid results reach the disk first.
+    let driven: Result<()> = async {
+        loop {
+            // Start records while there is room (none after an interrupt).
+            while drain_until.is_none() && in_flight < concurrency {
+                let Some((e, problem)) = queue.next() else {
+                    break;
+                };
+                seen += 1;
+                // Results finished so far are written before another record starts: a
+                // crash can lose at most `concurrency` of them.
+                output.flush()?;
+                let at = (e.position.number(), e.key);
+                if done.contains(at.0) {
+                    continue;
+                }
+                // A forced resume on a changed input: the same record (its bytes)
+                // finished in an earlier run keeps that result at its new position.
+                if let (Some((offset, len)), Output::Journal(j)) = (carried.take(e.key), &output) {
+                    let mut row = j.stored_row(offset, len)?;
+                    row.id = e.id;
+                    emit(at, &row, &mut output, &mut progress)?;
+                    continue;
+                }
+                if let Some(row) = start(&cfg, &s, e, problem, stopping, &shared, &to_owner) {
+                    emit(at, &row, &mut output, &mut progress)?;
+                } else {
+                    in_flight += 1;
+                }
+            }
+            let starting_done = drain_until.is_some() || (input_ended && queue.len() == 0);
+            if starting_done && in_flight == 0 {
                 break;
-            };
-            seen += 1;
-            // Results finished so far are written before another record starts: a
-            // crash can lose at most `concurrency` of them.
-            output.flush()?;
-            let pos = e.position.number();
-            if done.contains(pos) {
-                continue;
             }
-            if let Some(row) = start(&cfg, &s, e, problem, stopping, &shared, &to_owner) {
-                emit(pos, &row, &mut output, &mut progress)?;
-            } else {
-                in_flight += 1;
-            }
-        }
-        let starting_done = drain_until.is_some() || (input_ended && queue.len() == 0);
-        if starting_done && in_flight == 0 {
-            break;
-        }
-        tokio::select! {
-            biased;
-            Some(first) = from_tasks.recv() => {
-                // Everything already queued, then start what the freed room allows.
-                let mut next = Some(first);
-                while let Some(msg) = next {
-                    match msg {
-                        ToOwner::Call(call, spent) => {
-                            if let Output::Journal(j) = &mut output {
-                                j.call(&call)?;
+            tokio::select! {
+                biased;
+                Some(first) = from_tasks.recv() => {
+                    // Everything already queued, then start what the freed room allows.
+                    let mut next = Some(first);
+                    while let Some(msg) = next {
+                        match msg {
+                            ToOwner::Call(call, spent) => {
+                                if let Output::Journal(j) = &mut output {
+                                    j.call(&call)?;
+                                }
+                                tally.add(&call);
+                                progress.spent(spent);
                             }
-                            tally.add(&call);
-                            progress.spent(spent);
+                            ToOwner::StopOnBudget => stopping = true,
+                            ToOwner::Done(pos, key, row) => {
+                                in_flight -= 1;
+                                emit((pos, key), &row, &mut output, &mut progress)?;
+                            }
                         }
-                        ToOwner::StopOnBudget => stopping = true,
-                        ToOwner::Done(pos, row) => {
-                            in_flight -= 1;
-                            emit(pos, &row, &mut output, &mut progress)?;
-                        }
+                        next = from_tasks.try_recv().ok();
                     }
-                    next = from_tasks.try_recv().ok();
+                },
+                Some(()) = signals.recv(), if drain_until.is_none() => {
+                    let drain = Duration::from_secs(cfg.run.drain_timeout_s);
+                    progress.println(&format!(
+                        "interrupted: finishing {in_flight} records in flight (at most {}s); Ctrl-C again to abort",
+                        drain.as_secs()
+                    ));
+                    drain_until = Some(tokio::time::Instant::now() + drain);
                 }
-            },
-            Some(()) = signals.recv(), if drain_until.is_none() => {
-                let drain = Duration::from_secs(cfg.run.drain_timeout_s);
-                progress.println(&format!(
-                    "interrupted: finishing {in_flight} records in flight (at most {}s); Ctrl-C again to abort",
-                    drain.as_secs()
-                ));
-                drain_until = Some(tokio::time::Instant::now() + drain);
+                _ = sleep_until_some(drain_until) => break,
+                _ = flush_tick.tick() => output.flush()?,
+                batch = input_rx.recv(), if !starting_done && queue.len() == 0 && in_flight < concurrency => match batch {
+                    None => {
+                        input_ended = true;
+                        progress.input_done(seen);
+                    }
+                    Some(batch) => queue = batch.into_iter(),
+                },
             }
-            _ = sleep_until_some(drain_until) => break,
-            _ = flush_tick.tick() => output.flush()?,
-            batch = input_rx.recv(), if !starting_done && queue.len() == 0 && in_flight < concurrency => match batch {
-                None => {
-                    input_ended = true;
-                    progress.input_done(seen);
-                }
-                Some(batch) => queue = batch.into_iter(),
-            },
         }
+        Ok(())
     }
+    .await;
     progress.clear();
     let interrupted = drain_until.is_some();
-    if interrupted {
+    if interrupted && driven.is_ok() {
         // Count what the input file still holds, for the resume hint (not stdin: a
         // live pipe may never end).
         if matches!(s.input, Input::File(_)) {
@@ -438,13 +567,15 @@ async fn dispatch(
     }
     drop(input_rx);
     let read = reader.join().expect("reader thread panicked");
+    let closed = match output {
+        Output::Stdout(mut out) => out.flush().map_err(anyhow::Error::from),
+        Output::Journal(mut j) => j.sync(),
+    };
+    driven?;
     if !interrupted {
         read?;
     }
-    match output {
-        Output::Stdout(mut out) => out.flush()?,
-        Output::Journal(mut j) => j.sync()?,
-    }
+    closed?;
     let spent = shared.gate().ledger.committed();
     Ok(RunSummary {
         rows,
@@ -520,6 +651,7 @@ fn start(
             let (cfg, shared, on_budget) = (cfg.clone(), shared.clone(), s.on_budget);
             let mut done = Finish {
                 pos,
+                key: e.key,
                 row: Some(row),
                 tx: to_owner.clone(),
             };
@@ -541,6 +673,7 @@ fn start(
 /// record ends with a row and the run always finishes.
 struct Finish {
     pos: u64,
+    key: u64,
     row: Option<ResultRow>,
     tx: mpsc::UnboundedSender<ToOwner>,
 }
@@ -548,7 +681,9 @@ struct Finish {
 impl Finish {
     fn send(&mut self) {
         if let Some(row) = self.row.take() {
-            let _ = self.tx.send(ToOwner::Done(self.pos, Box::new(row)));
+            let _ = self
+                .tx
+                .send(ToOwner::Done(self.pos, self.key, Box::new(row)));
         }
     }
 }
@@ -560,5 +695,42 @@ impl Drop for Finish {
             row.error = Some("internal error while executing this record".into());
             self.send();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::State;
+
+    #[test]
+    fn a_reservation_held_by_a_panicking_task_is_released_and_its_probe_given_back() {
+        let cfg = Config::embedded();
+        let budget = Usd::parse("1").unwrap();
+        let mut gate = Gate::new(&cfg, Ledger::new(Some(budget), Usd::ZERO));
+        // Model 0's breaker is open with its cooldown over: the next request probes.
+        gate.breakers[0] = Breaker::new(1, Duration::ZERO);
+        gate.breakers[0].record_failure(Instant::now());
+        let shared = Shared {
+            backend: Backend::simulated(&cfg),
+            limits: Limits::new(&cfg),
+            gate: Mutex::new(gate),
+        };
+        let half = Usd::parse("0.5").unwrap();
+        let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let Grant::Granted(_held) = shared.ask(0, half) else {
+                unreachable!("the budget and the breaker allow it")
+            };
+            assert_eq!(shared.gate().breakers[0].state(), State::HalfOpen);
+            panic!("the record task fails while its request is out");
+        }));
+        assert!(died.is_err());
+        let mut gate = shared.gate();
+        assert_eq!(gate.ledger.reserved(), Usd::ZERO, "no money stays reserved");
+        assert_eq!(gate.ledger.available(), Some(budget));
+        assert!(
+            gate.breakers[0].allow(Instant::now()),
+            "the probe was given back"
+        );
     }
 }

@@ -7,9 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Grant, OnBudget, Shared, ToOwner};
-use crate::budget::Reservation;
-use crate::checks::{check, CheckSet};
+use super::{Grant, Health, Held, OnBudget, Shared, ToOwner};
+use crate::checks::check;
 use crate::classify::{parse_llm_answer, wants_llm, ClassifiedBy, Decision};
 use crate::config::{Config, ModelId};
 use crate::money::Usd;
@@ -21,21 +20,22 @@ use crate::record::{Job, Task};
 use crate::route::{price, Route};
 use crate::tokens::PromptTokens;
 
-/// Asks the gate for `worst` on `model`.
-fn ask(shared: &Shared, model: ModelId, worst: Usd) -> Grant {
-    shared.gate().reserve(model, worst)
+/// Charges an answered call: settled in the gate, then journaled by the dispatcher.
+fn settle(tx: &mpsc::UnboundedSender<ToOwner>, held: Held<'_>, mut call: Call) {
+    let spent;
+    (spent, call.overrun) = held.settle(call.cost);
+    let _ = tx.send(ToOwner::Call(call, spent));
 }
 
-/// Charges an answered call: settled in the gate, then journaled by the dispatcher.
-fn settle(
-    shared: &Shared,
-    tx: &mpsc::UnboundedSender<ToOwner>,
-    reservation: Reservation,
-    model: ModelId,
-    call: Call,
-) {
-    let spent = shared.gate().settle(reservation, model, call.cost);
-    let _ = tx.send(ToOwner::Call(call, spent));
+/// How the attempts on one candidate ended.
+enum Tried {
+    Answered(Answer),
+    /// Give up on this model (after retries, or at once); the breaker learns `Health`.
+    Next(Health),
+    /// The prompt is too long for this model: only a larger window can help.
+    LargerContext,
+    /// The request itself is bad; no model will take it.
+    Fail,
 }
 
 /// Runs one record through its candidates. Every call is charged to the model that
@@ -54,6 +54,7 @@ pub(super) async fn execute(
     let policy = RetryPolicy {
         max_retries: cfg.run.max_retries,
         base_delay: Duration::from_millis(cfg.run.retry_base_ms),
+        max_retry_after: Duration::from_secs(cfg.run.max_retry_after_s),
         ..RetryPolicy::default()
     };
     let (decision, route) = match cfg
@@ -63,7 +64,7 @@ pub(super) async fn execute(
         Some(m) => llm_reclassify(cfg, shared, tx, &job, decision, route, m, row).await,
         None => (decision, route),
     };
-    let checks = CheckSet::default();
+    let checks = cfg.checks;
     let candidates = &route.candidates;
     let mut escalations_left = cfg.run.max_escalations;
     let mut best: Option<ResultRow> = None;
@@ -73,8 +74,8 @@ pub(super) async fn execute(
     'candidates: while idx < candidates.len() {
         let c = candidates[idx];
         let model = &cfg.models[c.model];
-        let reservation = match ask(shared, c.model, c.worst_cost) {
-            Grant::Granted(r) => r,
+        let held = match shared.ask(c.model, c.worst_cost) {
+            Grant::Granted(held) => held,
             Grant::BreakerOpen => {
                 last_error = format!("{}: circuit open", model.name);
                 idx += 1;
@@ -105,68 +106,82 @@ pub(super) async fn execute(
         };
         let started = Instant::now();
         let mut attempt = 0u32;
-        let mut needs_larger_context = false;
-        let answer = loop {
+        let tried = loop {
             attempt += 1;
             row.attempts += 1;
             let cap = job
                 .max_tokens
                 .map_or(u64::from(model.max_output_tokens), u64::from);
-            shared
+            if let Err(big) = shared
                 .limits
                 .acquire(c.model, c.input_tokens + c.output_tokens)
-                .await;
-            match shared
+                .await
+            {
+                row.attempts -= 1;
+                last_error = format!(
+                    "{}: the request needs up to {} tokens, more than the tpm of {}",
+                    model.name, big.tokens, big.tpm
+                );
+                break Tried::Next(Health::Unknown);
+            }
+            let failure = match shared
                 .backend
                 .complete(&job, decision.task, model, &c, cap, attempt)
                 .await
             {
-                Ok(a) => break Some(a),
+                Ok(a) => break Tried::Answered(a),
                 Err((failure, msg)) => {
                     last_error = format!("{}: {msg}", model.name);
-                    if let Failure::Http {
-                        status: 429,
-                        retry_after: Some(wait),
-                        ..
-                    } = &failure
-                    {
-                        shared.limits.pause(c.model, *wait);
-                    }
-                    let jitter = (row.attempts as f64 * 0.618_034).fract();
-                    match decide(&failure, attempt, &policy, jitter) {
-                        Action::Retry(delay) => tokio::time::sleep(delay).await,
-                        Action::NextCandidate => break None,
-                        Action::NextLargerContext => {
-                            needs_larger_context = true;
-                            break None;
-                        }
-                        Action::Fail => {
-                            shared.gate().release(reservation, c.model, false);
-                            break 'candidates;
-                        }
-                    }
+                    failure
                 }
+            };
+            let jitter = (row.attempts as f64 * 0.618_034).fract();
+            let action = decide(&failure, attempt, &policy, jitter);
+            if let Failure::Http {
+                status: 429,
+                retry_after: Some(wait),
+                ..
+            } = failure
+            {
+                if wait > policy.max_retry_after {
+                    // Out of quota for longer than we wait: the model is unavailable,
+                    // and its breaker (not a pause) keeps other records off it.
+                    break Tried::Next(Health::Unavailable);
+                }
+                shared.limits.pause(c.model, wait);
+            }
+            match action {
+                Action::Retry(delay) => tokio::time::sleep(delay).await,
+                Action::NextCandidate => break Tried::Next(Health::Failed),
+                Action::NextLargerContext => break Tried::LargerContext,
+                Action::Fail => break Tried::Fail,
             }
         };
-        let Some(answer) = answer else {
-            // A prompt too long for this model is not the model failing.
-            shared
-                .gate()
-                .release(reservation, c.model, !needs_larger_context);
-            row.fallbacks += 1;
-            idx = if needs_larger_context {
+        let answer = match tried {
+            Tried::Answered(answer) => answer,
+            Tried::Fail => {
+                held.release(Health::Answered);
+                break 'candidates;
+            }
+            Tried::Next(health) => {
+                held.release(health);
+                row.fallbacks += 1;
+                idx += 1;
+                continue;
+            }
+            Tried::LargerContext => {
                 // Our count said it fits; the provider counts more. Only a larger
-                // window can help.
+                // window can help. The model answered: it is not failing.
+                held.release(Health::Answered);
+                row.fallbacks += 1;
                 match (idx + 1..candidates.len()).find(|&j| {
                     cfg.models[candidates[j].model].context_window > model.context_window
                 }) {
-                    Some(j) => j,
+                    Some(j) => idx = j,
                     None => break 'candidates,
                 }
-            } else {
-                idx + 1
-            };
-            continue;
+                continue;
+            }
         };
         let latency_ms = started.elapsed().as_millis() as u64;
         let weakness = check(
@@ -186,7 +201,7 @@ pub(super) async fn execute(
             latency_ms,
         );
         row.cost_usd += call.cost;
-        settle(shared, tx, reservation, c.model, call);
+        settle(tx, held, call);
         row.input_tokens += answer.input_tokens;
         row.output_tokens += answer.output_tokens;
         row.latency_ms = Some(row.latency_ms.unwrap_or(0) + latency_ms);
@@ -254,14 +269,18 @@ async fn llm_reclassify(
     let Ok(c) = price(cfg, &question, &decision, m, &mut tokens) else {
         return (decision, route);
     };
-    let Grant::Granted(reservation) = ask(shared, m, c.worst_cost) else {
+    let Grant::Granted(held) = shared.ask(m, c.worst_cost) else {
         return (decision, route);
     };
     let model = &cfg.models[m];
-    shared
+    if shared
         .limits
         .acquire(m, c.input_tokens + c.output_tokens)
-        .await;
+        .await
+        .is_err()
+    {
+        return (decision, route);
+    }
     let started = Instant::now();
     let answer = shared
         .backend
@@ -275,7 +294,7 @@ async fn llm_reclassify(
         )
         .await;
     let Ok(answer) = answer else {
-        shared.gate().release(reservation, m, true);
+        held.release(Health::Failed);
         return (decision, route);
     };
     let latency_ms = started.elapsed().as_millis() as u64;
@@ -288,7 +307,7 @@ async fn llm_reclassify(
         latency_ms,
     );
     row.cost_usd += call.cost;
-    settle(shared, tx, reservation, m, call);
+    settle(tx, held, call);
     let Some(task) = parse_llm_answer(&answer.text) else {
         return (decision, route);
     };
@@ -332,5 +351,6 @@ fn billed_call(
         cost: m.input_price.cost(input) + m.output_price.cost(output),
         baseline_cost: base.input_price.cost(input) + base.output_price.cost(output),
         latency_ms,
+        overrun: Usd::ZERO,
     }
 }

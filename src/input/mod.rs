@@ -23,11 +23,21 @@ pub const BATCH_RECORDS: usize = 1024;
 pub struct Batch {
     pub buf: Vec<u8>,
     pub records: Vec<(Position, Range<usize>)>,
+    /// Records the reader already knows are bad (a line over the length limit, a
+    /// Parquet value that is not UTF-8), by index into `records`, ascending.
+    pub problems: Vec<(usize, String)>,
 }
 
 impl Batch {
-    pub fn iter(&self) -> impl Iterator<Item = (Position, &[u8])> {
-        self.records.iter().map(|(p, r)| (*p, &self.buf[r.clone()]))
+    /// Each record's position, bytes, and the problem the reader found, if any.
+    pub fn iter(&self) -> impl Iterator<Item = (Position, &[u8], Option<&str>)> {
+        let mut problems = self.problems.iter().peekable();
+        self.records.iter().enumerate().map(move |(i, (p, r))| {
+            let problem = problems
+                .next_if(|(at, _)| *at == i)
+                .map(|(_, text)| text.as_str());
+            (*p, &self.buf[r.clone()], problem)
+        })
     }
 }
 
@@ -60,11 +70,14 @@ impl Input {
         }
     }
 
-    pub fn open(&self) -> Result<Box<dyn Source>> {
+    /// Opens the input; a JSONL line longer than `max_line` bytes is a bad record,
+    /// read past without being kept.
+    pub fn open(&self, max_line: u64) -> Result<Box<dyn Source>> {
         match self {
-            Input::Stdin => Ok(Box::new(JsonlSource::new(decompress(Box::new(
-                io::stdin(),
-            ))?))),
+            Input::Stdin => Ok(Box::new(JsonlSource::new(
+                decompress(Box::new(io::stdin()))?,
+                max_line,
+            ))),
             Input::File(path) => {
                 let file =
                     File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -73,7 +86,7 @@ impl Input {
                 } else {
                     let reader = decompress(Box::new(file))
                         .with_context(|| format!("cannot read {}", path.display()))?;
-                    Ok(Box::new(JsonlSource::new(reader)))
+                    Ok(Box::new(JsonlSource::new(reader, max_line)))
                 }
             }
         }
@@ -114,15 +127,37 @@ fn decompress(inner: Box<dyn Read + Send>) -> Result<Box<dyn BufRead + Send>> {
 pub struct JsonlSource {
     reader: Box<dyn BufRead + Send>,
     line: u64,
+    max_line: u64,
     done: bool,
 }
 
 impl JsonlSource {
-    pub fn new(reader: Box<dyn BufRead + Send>) -> JsonlSource {
+    pub fn new(reader: Box<dyn BufRead + Send>, max_line: u64) -> JsonlSource {
         JsonlSource {
             reader,
             line: 0,
+            max_line,
             done: false,
+        }
+    }
+
+    /// Reads the rest of an over-long line without keeping it.
+    fn skip_line(&mut self) -> Result<()> {
+        loop {
+            let buf = self.reader.fill_buf().context("read error")?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.reader.consume(i + 1);
+                    return Ok(());
+                }
+                None => {
+                    let n = buf.len();
+                    self.reader.consume(n);
+                }
+            }
         }
     }
 }
@@ -135,11 +170,12 @@ impl Source for JsonlSource {
         let mut batch = Batch {
             buf: Vec::with_capacity(256 * 1024),
             records: Vec::with_capacity(BATCH_RECORDS),
+            problems: Vec::new(),
         };
         while batch.records.len() < BATCH_RECORDS && batch.buf.len() < 4 * 1024 * 1024 {
             let start = batch.buf.len();
-            let n = self
-                .reader
+            let n = (&mut self.reader)
+                .take(self.max_line + 1)
                 .read_until(b'\n', &mut batch.buf)
                 .context("read error")?;
             if n == 0 {
@@ -147,6 +183,21 @@ impl Source for JsonlSource {
                 break;
             }
             self.line += 1;
+            if n as u64 > self.max_line && batch.buf.last() != Some(&b'\n') {
+                batch.buf.truncate(start);
+                self.skip_line()?;
+                batch.problems.push((
+                    batch.records.len(),
+                    format!(
+                        "the line is longer than {} bytes ([input] max_line_bytes); skipped",
+                        crate::money::group_thousands(self.max_line)
+                    ),
+                ));
+                batch
+                    .records
+                    .push((Position::Line(self.line), start..start));
+                continue;
+            }
             let mut end = batch.buf.len();
             while end > start && matches!(batch.buf[end - 1], b'\n' | b'\r') {
                 end -= 1;
@@ -168,12 +219,33 @@ mod tests {
     #[test]
     fn jsonl_numbers_lines_and_skips_blanks() {
         let data = b"{\"prompt\":\"a\"}\n\n  \r\n{\"prompt\":\"b\"}\r\n{\"prompt\":\"c\"}";
-        let mut src = JsonlSource::new(Box::new(&data[..]));
+        let mut src = JsonlSource::new(Box::new(&data[..]), 1 << 20);
         let b = src.next_batch().unwrap().unwrap();
-        let got: Vec<(u64, &[u8])> = b.iter().map(|(p, r)| (p.number(), r)).collect();
+        let got: Vec<(u64, &[u8])> = b.iter().map(|(p, r, _)| (p.number(), r)).collect();
         assert_eq!(got.len(), 3);
         assert_eq!(got[1], (4, &b"{\"prompt\":\"b\"}"[..]));
         assert_eq!(got[2].0, 5);
         assert!(src.next_batch().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_over_long_line_is_a_bad_record_in_its_place() {
+        let long = format!("{{\"prompt\":\"{}\"}}", "x".repeat(100));
+        let data = format!("{{\"prompt\":\"a\"}}\n{long}\n{{\"prompt\":\"b\"}}\n{long}");
+        let mut src = JsonlSource::new(Box::new(std::io::Cursor::new(data.into_bytes())), 50);
+        let b = src.next_batch().unwrap().unwrap();
+        let got: Vec<(u64, &[u8], Option<&str>)> =
+            b.iter().map(|(p, r, e)| (p.number(), r, e)).collect();
+        let long = Some("the line is longer than 50 bytes ([input] max_line_bytes); skipped");
+        assert_eq!(
+            got,
+            [
+                (1, &b"{\"prompt\":\"a\"}"[..], None),
+                (2, &b""[..], long),
+                (3, &b"{\"prompt\":\"b\"}"[..], None),
+                (4, &b""[..], long),
+            ]
+        );
+        assert!(b.buf.len() < 100, "the long lines were not kept");
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP providers: OpenAI-compatible chat completions and Anthropic Messages,
 //! over one pooled reqwest client per provider (rustls). Keys come from the
-//! environment at start and are only ever written into request headers.
+//! environment at start and are only ever written into request headers; anything a
+//! provider sends back is scrubbed of them.
 
 use std::time::{Duration, SystemTime};
 
@@ -20,6 +21,9 @@ pub struct HttpProvider {
     /// The key's header, built once and marked sensitive. Never printed: this type
     /// has no Debug, and errors name `key_env`, not the key.
     auth: Option<(&'static str, reqwest::header::HeaderValue)>,
+    /// The key itself, only to scrub it from what a provider sends back (an error
+    /// body or an answer that echoes it) before that text goes anywhere.
+    key: Option<String>,
     /// The whole request, connect to last byte.
     timeout: Duration,
     client: reqwest::Client,
@@ -78,7 +82,7 @@ impl HttpProvider {
             .as_ref()
             .and_then(|v| std::env::var(v).ok())
             .filter(|k| !k.is_empty());
-        let auth = match key {
+        let auth = match key.clone() {
             None => None,
             Some(k) => {
                 let (header, text) = match p.kind {
@@ -102,6 +106,7 @@ impl HttpProvider {
             endpoint,
             key_env: p.api_key_env.clone(),
             auth,
+            key,
             timeout: Duration::from_secs(p.timeout_s.unwrap_or(120)),
             client,
         })
@@ -161,13 +166,31 @@ impl HttpProvider {
                     .map(String::from)
             };
             let (f, msg) = wire::http_failure(status, &bytes, lookup, SystemTime::now());
-            return Err((f, format!("provider {}: {msg}", self.name)));
+            return Err((f, format!("provider {}: {}", self.name, self.scrub(msg))));
         }
         let parsed = match self.kind {
             ProviderKind::Openai => wire::openai_answer(&bytes),
             ProviderKind::Anthropic => wire::anthropic_answer(&bytes),
         };
-        parsed.map_err(|m| (Failure::Malformed, format!("provider {}: {m}", self.name)))
+        match parsed {
+            Ok(mut answer) => {
+                answer.text = self.scrub(answer.text);
+                Ok(answer)
+            }
+            Err(m) => Err((
+                Failure::Malformed,
+                format!("provider {}: {}", self.name, self.scrub(m)),
+            )),
+        }
+    }
+
+    /// `text` with every copy of the key replaced, so an upstream that echoes it
+    /// (in an error body, or an answer) cannot put it in results, logs or errors.
+    fn scrub(&self, text: String) -> String {
+        match &self.key {
+            Some(k) if text.contains(k.as_str()) => text.replace(k.as_str(), "[redacted key]"),
+            _ => text,
+        }
     }
 }
 

@@ -281,23 +281,37 @@ pub fn error_message(body: &[u8]) -> (String, bool) {
     (msg, context)
 }
 
+/// The longest wait a header can ask for; longer ones are cut to this. Far above any
+/// `max_retry_after_s`, so a day-long `Retry-After` still reads as "too long".
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// A number of seconds from a header, as a bounded wait; `None` for a negative or
+/// non-finite number (`inf`, `NaN`), which no upstream means.
+fn seconds(secs: f64) -> Option<Duration> {
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::from_secs_f64(secs.min(MAX_WAIT.as_secs_f64())))
+}
+
 /// How long a 429/503 asks us to wait, from `Retry-After` (seconds or HTTP date),
 /// then `retry-after-ms`, `x-ratelimit-reset-requests`/`-tokens` (`1s`, `6m0s`,
 /// `20ms`), then `anthropic-ratelimit-*-reset` (RFC 3339). `header` looks one up by
-/// lower-case name.
+/// lower-case name. Whatever a header says, the result is at most [`MAX_WAIT`]; a
+/// value that makes no sense is ignored.
 pub fn retry_after(header: impl Fn(&str) -> Option<String>, now: SystemTime) -> Option<Duration> {
-    if let Some(v) = header("retry-after-ms") {
-        if let Ok(ms) = v.trim().parse::<f64>() {
-            return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    let until = |at: SystemTime| at.duration_since(now).unwrap_or_default().min(MAX_WAIT);
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        if let Some(wait) = seconds(ms / 1000.0) {
+            return Some(wait);
         }
     }
     if let Some(v) = header("retry-after") {
         let v = v.trim();
         if let Ok(secs) = v.parse::<f64>() {
-            return Some(Duration::from_secs_f64(secs.max(0.0)));
-        }
-        if let Ok(at) = httpdate::parse_http_date(v) {
-            return Some(at.duration_since(now).unwrap_or_default());
+            if let Some(wait) = seconds(secs) {
+                return Some(wait);
+            }
+        } else if let Ok(at) = httpdate::parse_http_date(v) {
+            return Some(until(at));
         }
     }
     let openai = ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
@@ -315,7 +329,7 @@ pub fn retry_after(header: impl Fn(&str) -> Option<String>, now: SystemTime) -> 
     .iter()
     .filter_map(|h| header(h))
     .filter_map(|v| humantime::parse_rfc3339_weak(v.trim()).ok())
-    .map(|at| at.duration_since(now).unwrap_or_default())
+    .map(until)
     .max()
 }
 
@@ -347,7 +361,7 @@ fn go_duration(s: &str) -> Option<Duration> {
         total += value * scale;
         rest = &rest[unit_end..];
     }
-    Some(Duration::from_secs_f64(total))
+    seconds(total)
 }
 
 /// Turns an HTTP error into the policy's [`Failure`] and a readable message.
@@ -518,6 +532,42 @@ mod tests {
         );
         assert_eq!(wait(&[]), None);
         assert_eq!(wait(&[("x-ratelimit-reset-requests", "soon".into())]), None);
+    }
+
+    #[test]
+    fn any_header_value_is_a_bounded_wait_or_ignored() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let wait = |name: &str, v: &str| retry_after(lookup(&[(name, v.to_string())]), now);
+        for v in ["inf", "-inf", "infinity", "NaN", "-5", "-0.5"] {
+            assert_eq!(wait("retry-after", v), None, "retry-after: {v}");
+            assert_eq!(wait("retry-after-ms", v), None, "retry-after-ms: {v}");
+        }
+        for v in ["1e20", "1e308", "18446744073709551616"] {
+            assert_eq!(wait("retry-after", v), Some(MAX_WAIT), "retry-after: {v}");
+            assert_eq!(
+                wait("retry-after-ms", v),
+                Some(MAX_WAIT),
+                "retry-after-ms: {v}"
+            );
+        }
+        assert_eq!(wait("retry-after", "0"), Some(Duration::ZERO));
+        let far = "99999999999999999999999999999999999999h";
+        assert_eq!(wait("x-ratelimit-reset-tokens", far), Some(MAX_WAIT));
+        let next_century = httpdate::fmt_http_date(now + Duration::from_secs(100 * 365 * 86400));
+        assert_eq!(wait("retry-after", &next_century), Some(MAX_WAIT));
+        assert_eq!(
+            wait("anthropic-ratelimit-tokens-reset", "9999-12-31T23:59:59Z"),
+            Some(MAX_WAIT)
+        );
+        // A useless Retry-After lets the next header speak.
+        let both = [
+            ("retry-after", "inf".to_string()),
+            ("x-ratelimit-reset-requests", "2s".to_string()),
+        ];
+        assert_eq!(
+            retry_after(lookup(&both), now),
+            Some(Duration::from_secs(2))
+        );
     }
 
     #[test]

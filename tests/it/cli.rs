@@ -428,7 +428,8 @@ fn report_parquet_has_the_design_columns() {
             "latency_p50_ms",
             "latency_p95_ms",
             "baseline_cost_usd",
-            "savings_pct"
+            "savings_pct",
+            "overrun_usd"
         ]
     );
     assert_eq!(batch.num_rows(), 4, "three models and the total");
@@ -652,4 +653,204 @@ fn every_example_config_in_jobs_loads_cleanly_and_plans() {
         assert!(stderr.is_empty(), "{}: {stderr}", path.display());
     }
     assert!(seen >= 4, "openai, openrouter, ollama and gateway examples");
+}
+
+#[test]
+fn a_line_over_the_length_limit_is_an_invalid_record_and_the_rest_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("big.jsonl");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&job).unwrap());
+    writeln!(
+        f,
+        "{{\"id\":\"a\",\"prompt\":\"Summarize: the printer is jammed.\"}}"
+    )
+    .unwrap();
+    // One 50 MB line: over the 32 MiB default, so it is never held whole.
+    write!(f, "{{\"id\":\"huge\",\"prompt\":\"").unwrap();
+    let chunk = "lorem ipsum ".repeat(1024);
+    for _ in 0..(50 << 20) / chunk.len() {
+        f.write_all(chunk.as_bytes()).unwrap();
+    }
+    writeln!(f, "\"}}").unwrap();
+    writeln!(
+        f,
+        "{{\"id\":\"c\",\"prompt\":\"Translate to French: good night\"}}"
+    )
+    .unwrap();
+    drop(f);
+    let o = run(&["classify", job.to_str().unwrap()]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let lines: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["id"].as_str().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got, [("a", "ok"), ("2", "invalid_input"), ("c", "ok")]);
+    assert_eq!(
+        o.stderr.trim_end(),
+        format!(
+            "warning: {}: line 2: the line is longer than 33,554,432 bytes ([input] max_line_bytes); skipped",
+            job.display()
+        )
+    );
+}
+
+#[test]
+fn an_empty_input_plans_nothing_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("empty.jsonl");
+    std::fs::write(&job, "").unwrap();
+    for cmd in ["plan", "classify"] {
+        let o = run(&[cmd, job.to_str().unwrap()]);
+        assert_eq!(o.code, 0, "{cmd}: {}", o.stderr);
+        assert_eq!(
+            o.stderr.trim_end(),
+            format!("warning: {}: no records", job.display()),
+            "{cmd}"
+        );
+    }
+    let v = plan_json(&[job.to_str().unwrap()]);
+    assert_eq!(
+        (v["records"].as_u64(), v["total_cost_exact"].as_str()),
+        (Some(0), Some("0.000000000000"))
+    );
+    let o = run(&["run", job.to_str().unwrap(), "--simulate"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, "");
+}
+
+/// Writes one Parquet file from raw arrow columns.
+fn write_columns(path: &Path, columns: Vec<(&str, arrow::array::ArrayRef)>) {
+    let batch = arrow::array::RecordBatch::try_from_iter(columns).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn parquet_null_ids_invalid_utf8_and_unexpected_types_are_rows_not_crashes() {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::buffer::{Buffer, OffsetBuffer};
+    let dir = tempfile::tempdir().unwrap();
+
+    // Null ids take the row number, as a missing id does in JSONL.
+    let nulls = dir.path().join("null-ids.parquet");
+    write_columns(
+        &nulls,
+        vec![
+            (
+                "id",
+                Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])) as ArrayRef,
+            ),
+            (
+                "prompt",
+                Arc::new(StringArray::from(vec![
+                    "Summarize: x",
+                    "Summarize: y",
+                    "Summarize: z",
+                ])),
+            ),
+        ],
+    );
+    let o = run(&["classify", nulls.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let ids: Vec<String> = o
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids, ["a", "2", "c"]);
+
+    // A string column holding bytes that are not UTF-8 (some writers produce them):
+    // that row is invalid, naming the field; the others run.
+    let bad = dir.path().join("bad-utf8.parquet");
+    let values: Vec<u8> = [
+        &b"Summarize: ok"[..],
+        b"Summarize: \xff\xfe",
+        b"Summarize: fine",
+    ]
+    .concat();
+    let offsets = OffsetBuffer::new(vec![0i32, 13, 26, 41].into());
+    // SAFETY (test only): deliberately invalid UTF-8, as a broken writer would store.
+    let prompts = unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(values), None) };
+    write_columns(
+        &bad,
+        vec![
+            (
+                "id",
+                Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef,
+            ),
+            ("prompt", Arc::new(prompts)),
+        ],
+    );
+    let o = run(&["classify", bad.to_str().unwrap()]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let lines: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["id"].as_str().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        [("a", "ok"), ("b", "invalid_input"), ("c", "ok")],
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains(&format!(
+            "{}: row 2: field `prompt`: not valid UTF-8",
+            bad.display()
+        )),
+        "{}",
+        o.stderr
+    );
+
+    // A column of the wrong type: the row is invalid naming the field; an integer id
+    // is taken as its decimal text.
+    let typed = dir.path().join("typed.parquet");
+    write_columns(
+        &typed,
+        vec![
+            ("id", Arc::new(Int64Array::from(vec![7, 8])) as ArrayRef),
+            (
+                "prompt",
+                Arc::new(StringArray::from(vec!["Summarize: x", "Summarize: y"])),
+            ),
+            (
+                "max_tokens",
+                Arc::new(StringArray::from(vec![Some("lots"), None])),
+            ),
+        ],
+    );
+    let o = run(&["classify", typed.to_str().unwrap()]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let lines: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["id"].as_str().unwrap(), l["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(got, [("7", "invalid_input"), ("8", "ok")], "{}", o.stderr);
+    assert!(
+        o.stderr.contains("row 1: field `max_tokens`"),
+        "{}",
+        o.stderr
+    );
 }

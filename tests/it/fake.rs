@@ -227,6 +227,8 @@ pub fn write_job(cfg: &Path, job: &str) -> PathBuf {
 /// `switchyard run INPUT --config CFG` with the canary key, not yet started.
 pub fn command(cfg: &Path, input: &Path) -> Command {
     let mut c = crate::common::bin();
+    // No test run may hang the suite: a stuck run is killed and fails its test.
+    c.timeout(Duration::from_secs(120));
     c.env("FAKE_KEY", CANARY).args([
         "run",
         input.to_str().unwrap(),
@@ -234,6 +236,38 @@ pub fn command(cfg: &Path, input: &Path) -> Command {
         cfg.to_str().unwrap(),
     ]);
     c
+}
+
+/// Every row of a Parquet file (`results.parquet`, `cost_report.parquet`) as a JSON
+/// object, through arrow's JSON writer.
+pub fn parquet_rows(path: &Path) -> Vec<Value> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+        for batch in reader {
+            w.write(&batch.unwrap()).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    String::from_utf8(buf)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A decimal dollar amount (`"0.000120000000"`, `$0.000120`) in pico-dollars, exactly.
+pub fn pico(usd: &str) -> u128 {
+    let usd = usd.trim_start_matches('$');
+    let (whole, frac) = usd.split_once('.').unwrap_or((usd, ""));
+    assert!(frac.len() <= 12, "{usd}");
+    whole.parse::<u128>().unwrap() * 1_000_000_000_000
+        + format!("{frac:0<12}").parse::<u128>().unwrap()
 }
 
 pub fn rows(o: &Output) -> Vec<Value> {

@@ -297,40 +297,77 @@ fn usd(pico: u128) -> String {
 }
 
 #[test]
-fn sigint_drains_in_flight_writes_the_outputs_and_says_how_to_resume() {
+fn sigint_and_sigterm_drain_in_flight_write_the_outputs_and_say_how_to_resume() {
+    use std::sync::atomic::{AtomicBool, Ordering};
     const RECORDS: usize = 200;
-    let server = slow_server(5);
-    let s = setup(&server, RECORDS);
-    let conc = CONCURRENCY.to_string();
-    let args = ["--out", s.out.to_str().unwrap(), "--concurrency", &conc];
-    let mut child = spawn(&s.cfg, &s.input, &args);
-    wait_for_rows(&s.out, 20, &mut child);
-    signal(&child, "-INT");
-    let (code, stderr) = stderr_of(child);
-    assert_eq!(code, 130, "{stderr}");
-    assert!(stderr.contains("interrupted: finishing"), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "continue with: {}",
-            env!("CARGO_BIN_EXE_switchyard")
-        )) && stderr.trim_end().ends_with("--resume"),
-        "{stderr}"
-    );
-    // Drained: every request the server answered became a journaled call and row.
-    let j = journal(&s.out);
-    assert_eq!(j.calls as usize, server.seen().len());
-    assert_eq!(j.ids.len(), server.seen().len());
-    assert!(j.ids.len() < RECORDS);
-    // The outputs hold what is done.
-    let done = results(&s.out);
-    assert_eq!(done.len(), j.ids.len());
+    const HELD_FROM: usize = 30;
+    for sig in ["-INT", "-TERM"] {
+        // Requests from the 31st on are held by the server until the test has seen
+        // the run take the signal: the run cannot finish before it is interrupted,
+        // and the requests in flight then finish during the drain.
+        let released = Arc::new(AtomicBool::new(false));
+        let gate = released.clone();
+        let server = serve(Arc::new(move |n, _| {
+            while n >= HELD_FROM && !gate.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            ok_openai("an answer")
+        }));
+        let s = setup(&server, RECORDS);
+        let conc = CONCURRENCY.to_string();
+        let args = ["--out", s.out.to_str().unwrap(), "--concurrency", &conc];
+        let mut child = spawn(&s.cfg, &s.input, &args);
+        let lines = stderr_lines(&mut child);
+        let start = Instant::now();
+        while server.seen().len() < HELD_FROM + CONCURRENCY {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{sig}: no progress"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        signal(&child, sig);
+        let mut stderr = wait_for_line(&lines, "interrupted: finishing 8 records in flight");
+        released.store(true, Ordering::SeqCst);
+        let code = child.wait().unwrap().code();
+        stderr.extend(lines.iter());
+        let stderr = stderr.join("\n");
+        assert_eq!(code, Some(130), "{sig}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "continue with: {}",
+                env!("CARGO_BIN_EXE_switchyard")
+            )) && stderr.trim_end().ends_with("--resume"),
+            "{sig}: {stderr}"
+        );
+        // Drained: every request the server answered became a journaled call and row,
+        // and nothing started after the signal.
+        let j = journal(&s.out);
+        assert_eq!(server.seen().len(), HELD_FROM + CONCURRENCY, "{sig}");
+        assert_eq!(j.calls as usize, HELD_FROM + CONCURRENCY, "{sig}");
+        assert_eq!(j.ids.len(), HELD_FROM + CONCURRENCY, "{sig}");
+        assert!(
+            stderr.contains(&format!(
+                "interrupted: {} records done, {} not yet",
+                HELD_FROM + CONCURRENCY,
+                RECORDS - HELD_FROM - CONCURRENCY
+            )),
+            "{sig}: {stderr}"
+        );
+        // The outputs hold what is done.
+        assert_eq!(results(&s.out).len(), j.ids.len(), "{sig}");
 
-    let mut extra = args.to_vec();
-    extra.push("--resume");
-    let (code, stderr) = stderr_of(spawn(&s.cfg, &s.input, &extra));
-    assert_eq!(code, 0, "{stderr}");
-    assert_eq!(results(&s.out).len(), RECORDS);
-    assert_eq!(server.seen().len(), RECORDS, "nothing was sent twice");
+        let mut extra = args.to_vec();
+        extra.push("--resume");
+        let (code, stderr) = stderr_of(spawn(&s.cfg, &s.input, &extra));
+        assert_eq!(code, 0, "{sig}: {stderr}");
+        assert_eq!(results(&s.out).len(), RECORDS);
+        assert_eq!(
+            server.seen().len(),
+            RECORDS,
+            "{sig}: nothing was sent twice"
+        );
+    }
 }
 
 #[test]
@@ -382,13 +419,17 @@ fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
-fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) {
+/// Reads lines until one contains `needle`; returns every line read.
+fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let mut seen = Vec::new();
     loop {
         let line = lines
             .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no line containing {needle:?}"));
-        if line.contains(needle) {
-            return;
+            .unwrap_or_else(|_| panic!("no line containing {needle:?} in {seen:#?}"));
+        let found = line.contains(needle);
+        seen.push(line);
+        if found {
+            return seen;
         }
     }
 }
@@ -494,4 +535,163 @@ fn an_out_that_cannot_be_created_is_an_error_naming_it() {
         "{stderr}"
     );
     assert!(server.seen().is_empty());
+}
+
+#[test]
+fn an_input_error_at_the_end_keeps_every_paid_result_in_the_journal() {
+    // 1,100 records, then a line that is not JSON. The input is read in batches of
+    // 1,024, so the first batch is answered and paid while the reader meets the bad
+    // line; with --strict the run stops there. Every answered record must be in the
+    // journal, so that a resume sends none of them again.
+    const RECORDS: usize = 1_100;
+    let server = slow_server(0);
+    let s = setup(&server, RECORDS);
+    let mut text = std::fs::read_to_string(&s.input).unwrap();
+    text.push_str("{not json\n");
+    std::fs::write(&s.input, text).unwrap();
+    let args = ["--out", s.out.to_str().unwrap(), "--strict"];
+    let (code, stderr) = stderr_of(spawn(&s.cfg, &s.input, &args));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("line 1101: not valid JSON") && stderr.contains("--strict stops"),
+        "{stderr}"
+    );
+    let sent = server.seen().len();
+    assert!(sent >= 1_024, "{sent}");
+    let j = journal(&s.out);
+    assert_eq!(
+        (j.calls as usize, j.ids.len()),
+        (sent, sent),
+        "every paid call and row is kept"
+    );
+
+    // Without --strict the bad line is an invalid record; nothing is sent again.
+    let (code, stderr) = stderr_of(spawn(
+        &s.cfg,
+        &s.input,
+        &["--out", s.out.to_str().unwrap(), "--resume"],
+    ));
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(server.seen().len(), RECORDS, "nothing paid for twice");
+    let rows = results(&s.out);
+    assert_eq!(rows.len(), RECORDS + 1);
+    assert_eq!(
+        rows[RECORDS],
+        ("1101".to_string(), "invalid_input".to_string())
+    );
+}
+
+#[test]
+fn resume_from_stdin_is_refused_naming_the_reason() {
+    let server = slow_server(0);
+    let s = setup(&server, 3);
+    let o = crate::common::bin()
+        .args(["run", "-", "--config", s.cfg.to_str().unwrap(), "--out"])
+        .arg(&s.out)
+        .arg("--resume")
+        .write_stdin(std::fs::read(&s.input).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim_end(),
+        "error: --resume cannot check stdin against the journal; give the input file (or add --force)"
+    );
+    assert!(server.seen().is_empty());
+}
+
+#[test]
+fn a_closed_stdout_is_not_a_finished_run() {
+    // `switchyard run - | head -1`: the reader goes away after one result.
+    let server = slow_server(20);
+    let s = setup(&server, 200);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .env("FAKE_KEY", crate::fake::CANARY)
+        .args([
+            "run",
+            "-",
+            "--config",
+            s.cfg.to_str().unwrap(),
+            "--concurrency",
+            "2",
+        ])
+        .stdin(std::fs::File::open(&s.input).unwrap())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("{\"id\":\"r00"), "{first}");
+    // The pipe is closed when the reader is dropped, here.
+    let (code, stderr) = stderr_of(child);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: stdout was closed before the run finished (broken pipe); results of records still running were not delivered"
+        ),
+        "{stderr}"
+    );
+    assert!(server.seen().len() < 200, "the run stopped");
+}
+
+#[test]
+fn a_forced_resume_after_a_line_was_inserted_sends_only_the_new_record() {
+    // A finished run, then a record inserted in the middle of the input: every later
+    // record moves down a line. A forced resume must recognise the finished records
+    // where they now are (by their content), send only the new one, and write one
+    // result per record of the new input, in its order.
+    let server = slow_server(0);
+    let s = setup(&server, 10);
+    let args = ["--out", s.out.to_str().unwrap()];
+    let (code, stderr) = stderr_of(spawn(&s.cfg, &s.input, &args));
+    assert_eq!(code, 0, "{stderr}");
+    let before = crate::fake::parquet_rows(&s.out.join("results.parquet"));
+
+    let mut lines: Vec<String> = job(10).lines().map(String::from).collect();
+    lines.insert(
+        3,
+        "{\"id\":\"new\",\"prompt\":\"question new\",\"task\":\"chat\"}".into(),
+    );
+    std::fs::write(&s.input, lines.join("\n") + "\n").unwrap();
+    let (code, stderr) = stderr_of(spawn(
+        &s.cfg,
+        &s.input,
+        &[&args[..], &["--resume", "--force"]].concat(),
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    let prompts: Vec<String> = server.seen()[10..]
+        .iter()
+        .map(|r| r.prompt().to_string())
+        .collect();
+    assert_eq!(prompts, ["question new"], "only the new record is sent");
+
+    let after = crate::fake::parquet_rows(&s.out.join("results.parquet"));
+    let ids: Vec<&str> = after.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        ["r000", "r001", "r002", "new", "r003", "r004", "r005", "r006", "r007", "r008", "r009"]
+    );
+    for old in &before {
+        let now = after.iter().find(|r| r["id"] == old["id"]).unwrap();
+        assert_eq!(now, old, "a finished record keeps its result");
+    }
+    // The spend covers 11 calls, each paid once.
+    let j = journal(&s.out);
+    assert_eq!((j.calls, j.spent_pico), (11, 11 * CHEAP_CALL_PICO));
+
+    // A later resume of the same input finds everything done.
+    let (code, stderr) = stderr_of(spawn(
+        &s.cfg,
+        &s.input,
+        &[&args[..], &["--resume"]].concat(),
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(server.seen().len(), 11);
+    assert_eq!(
+        crate::fake::parquet_rows(&s.out.join("results.parquet")),
+        after
+    );
 }

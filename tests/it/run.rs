@@ -56,10 +56,6 @@ fn statuses(rows: &[Value]) -> HashMap<String, usize> {
     m
 }
 
-fn cost(rows: &[Value]) -> f64 {
-    rows.iter().map(|r| r["cost_usd"].as_f64().unwrap()).sum()
-}
-
 #[test]
 fn every_record_is_accounted_once() {
     let (_d, cfg) = config("");
@@ -79,67 +75,126 @@ fn every_record_is_accounted_once() {
     assert_eq!(statuses(&bad.rows)["invalid_input"], 5);
 }
 
+/// `run --simulate --out DIR --format json`: the exit code, the results as JSON rows,
+/// the summary (whose `spent_exact` is the spend to the pico-dollar) and stderr.
+fn run_out(config: &Path, args: &[&str]) -> (i32, Vec<Value>, Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = bin()
+        .arg("run")
+        .args(args)
+        .args(["--simulate", "--format", "json", "--out"])
+        .arg(&out)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    let summary: Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    let rows = crate::fake::parquet_rows(&out.join("results.parquet"));
+    (o.status.code().unwrap(), rows, summary, stderr)
+}
+
+fn spent(summary: &Value) -> u128 {
+    crate::fake::pico(summary["spent_exact"].as_str().unwrap())
+}
+
 #[test]
-fn budget_ceiling_holds_at_concurrency_64() {
+fn budget_ceiling_holds_under_skip_and_stop_at_concurrency_64() {
     // The whole job costs far more than the ceiling; 64 records in flight at once.
     let (_d, cfg) = config("");
-    let full = run(
-        Some(&cfg),
-        &["jobs/tickets_nightly.jsonl", "--concurrency", "64"],
-    );
-    let full_cost = cost(&full.rows);
-    let ceiling = full_cost / 3.0;
-    let ceiling_arg = format!("{ceiling:.9}");
-    for policy in ["skip", "downgrade"] {
-        let r = run(
-            Some(&cfg),
+    let (_, _, full, _) = run_out(&cfg, &["jobs/tickets_nightly.jsonl", "--concurrency", "64"]);
+    let ceiling = spent(&full) / 3;
+    let ceiling_arg = format!("0.{ceiling:012}");
+    for (policy, concurrency, code) in [("skip", "64", 1), ("stop", "4", 3)] {
+        let (got, rows, summary, stderr) = run_out(
+            &cfg,
             &[
                 "jobs/tickets_nightly.jsonl",
                 "--concurrency",
-                "64",
+                concurrency,
                 "--budget",
                 &ceiling_arg,
                 "--on-budget",
                 policy,
             ],
         );
-        assert_eq!(r.rows.len(), 40);
-        let spent = cost(&r.rows);
+        assert_eq!(got, code, "{policy}: {stderr}");
+        assert_eq!(rows.len(), 40, "{policy}: every record is accounted for");
+        assert!(spent(&summary) <= ceiling, "{policy}: {summary}");
+        assert!(spent(&summary) > 0);
         assert!(
-            spent <= ceiling + 1e-12,
-            "{policy}: spent {spent} over ceiling {ceiling}"
-        );
-        assert!(spent > 0.0);
-        assert!(
-            statuses(&r.rows)
-                .get("skipped_budget")
-                .copied()
-                .unwrap_or(0)
-                > 0,
+            statuses(&rows).get("skipped_budget").copied().unwrap_or(0) > 0,
             "{policy}: {:?}",
-            statuses(&r.rows)
+            statuses(&rows)
         );
-        assert_eq!(r.code, 1);
     }
-    let stop = run(
-        Some(&cfg),
+}
+
+#[test]
+fn budget_downgrades_to_a_cheaper_later_candidate_and_holds_the_ceiling() {
+    // Forty summaries of equal size (29 prompt tokens, max_tokens 120) on a route
+    // whose first model is not its cheapest: gpt-4o-mini, then gpt-4o (where a
+    // truncated answer escalates), then glm-4-flash. Worst cases:
+    //   gpt-4o-mini  29 × $0.15/M + 120 × $0.60/M = $0.00007635
+    //   glm-4-flash  29 × $0.01/M + 120 × $0.04/M = $0.00000509
+    // The ceiling fits ten on gpt-4o-mini and two more on glm-4-flash. All forty start
+    // at once (concurrency 64); answers take 300 ms, so the first reservations are
+    // made before any settles: ten go to gpt-4o-mini, the next are downgraded, the
+    // rest skipped. A third of the answers come back truncated and try to escalate
+    // within what is left.
+    let (_d, cfg) = config(
+        "rate_truncated = 0.3\n\
+         [routes.summarization]\n\
+         budget = [\"gpt-4o-mini\", \"gpt-4o\", \"glm-4-flash\"]\n\
+         balanced = [\"gpt-4o-mini\", \"gpt-4o\", \"glm-4-flash\"]\n\
+         quality = [\"gpt-4o-mini\", \"gpt-4o\", \"glm-4-flash\"]\n",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("latency_ms = 1\n", "latency_ms = 300\n")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("tickets.jsonl");
+    let text: String = (1001..=1040)
+        .map(|i| format!("{{\"id\":\"t{i}\",\"prompt\":\"Summarize this support ticket in one sentence: ticket {i}, the printer is jammed again.\",\"max_tokens\":120}}\n"))
+        .collect();
+    std::fs::write(&job, text).unwrap();
+    let ceiling: u128 = 10 * 76_350_000 + 2 * 5_090_000 + 1;
+    let ceiling_arg = format!("0.{ceiling:012}");
+    let (code, rows, summary, stderr) = run_out(
+        &cfg,
         &[
-            "jobs/tickets_nightly.jsonl",
+            job.to_str().unwrap(),
             "--concurrency",
-            "4",
+            "64",
             "--budget",
             &ceiling_arg,
             "--on-budget",
-            "stop",
+            "downgrade",
         ],
     );
-    assert_eq!(stop.code, 3, "{}", stop.stderr);
-    assert_eq!(
-        stop.rows.len(),
-        40,
-        "stopped runs still account for every record"
+    assert_eq!(code, 1, "{stderr}");
+    let mut ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 40, "every id once");
+    assert_eq!(rows.len(), 40);
+    assert!(spent(&summary) <= ceiling, "{summary}");
+    let downgraded = rows
+        .iter()
+        .filter(|r| {
+            r["status"] == "ok"
+                && r["routed_model"] == "gpt-4o-mini"
+                && r["final_model"] == "glm-4-flash"
+                && r["escalations"].as_array().is_none_or(|e| e.is_empty())
+        })
+        .count();
+    assert!(downgraded >= 1, "{rows:#?}");
+    assert!(
+        statuses(&rows)["skipped_budget"] > 0,
+        "{:?}",
+        statuses(&rows)
     );
-    assert!(cost(&stop.rows) <= ceiling + 1e-12);
 }
 
 #[test]
@@ -150,13 +205,25 @@ fn escalation_reaches_a_stronger_model_and_both_calls_are_charged() {
     assert_eq!(row["escalations"], serde_json::json!(["truncated"]));
     assert_eq!(row["routed_model"], "deepseek-v4-flash");
     assert_eq!(row["final_model"], "deepseek-v4-pro");
-    // 120 output tokens (truncated at max_tokens) on each model, plus the prompt twice.
-    let input = row["input_tokens"].as_u64().unwrap() / 2;
-    let expected = (input as f64 * (0.14 + 0.50) + 120.0 * (0.28 + 2.19)) / 1e6;
-    assert!(
-        (row["cost_usd"].as_f64().unwrap() - expected).abs() < 1e-12,
-        "{row}"
-    );
+    // ticket-0001 is 83 prompt tokens (system + user, o200k, chat overhead), and each
+    // answer is truncated at max_tokens = 120:
+    //   deepseek-v4-flash  83 × $0.14/M + 120 × $0.28/M = $0.00004522
+    //   deepseek-v4-pro    83 × $0.50/M + 120 × $2.19/M = $0.00030430
+    assert_eq!(row["input_tokens"], 166);
+    assert_eq!(row["output_tokens"], 240);
+    assert_eq!(row["cost_usd"].as_f64(), Some(0.00034952), "{row}");
+}
+
+#[test]
+fn checks_switched_off_in_config_do_not_escalate() {
+    let (_d, cfg) = config("rate_truncated = 1.0\n[checks]\ntruncated = false\n");
+    let r = run(Some(&cfg), &["jobs/tickets_nightly.jsonl"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for row in &r.rows {
+        assert_eq!(row["finish_reason"], "length", "{row}");
+        assert_eq!(row["escalations"], serde_json::json!([]), "{row}");
+        assert_eq!(row["final_model"], row["routed_model"], "{row}");
+    }
 }
 
 #[test]
