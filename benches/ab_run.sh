@@ -21,7 +21,7 @@ server_pid=$!
 trap 'kill $server_pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do grep -q listening bench-data/.ab-server.out 2>/dev/null && break; sleep 0.05; done
 port=$(sed -n 's/^listening 127.0.0.1://p' bench-data/.ab-server.out)
-for p in $(sed -n 's/^\[providers\.\(.*\)\]$/\1/p' src/default_config.toml); do
+for p in $(sed -n 's/^\[providers\.\(.*\)\]$/\1/p' src/config/default.toml); do
   printf '[providers.%s]\nbase_url = "http://127.0.0.1:%s/v1"\napi_key_env = "FAKE_KEY"\n' "$p" "$port"
 done > bench-data/ab.toml
 

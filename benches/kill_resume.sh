@@ -20,7 +20,7 @@ for i in $(seq "$n"); do printf '{"id":"k%05d","prompt":"question %d","task":"ch
 server=$!
 for _ in $(seq 100); do grep -q listening "$d/server.out" 2>/dev/null && break; sleep 0.05; done
 port=$(sed -n 's/^listening 127.0.0.1://p' "$d/server.out")
-for p in $(sed -n 's/^\[providers\.\(.*\)\]$/\1/p' src/default_config.toml); do
+for p in $(sed -n 's/^\[providers\.\(.*\)\]$/\1/p' src/config/default.toml); do
   printf '[providers.%s]\nbase_url = "http://127.0.0.1:%s/v1"\napi_key_env = "FAKE_KEY"\n' "$p" "$port"
 done > "$d/loopback.toml"
 args=(run "$d/job.jsonl" --config "$d/loopback.toml" --concurrency "$conc" --out "$d/out")

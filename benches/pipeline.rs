@@ -6,12 +6,13 @@
 //!     cargo bench --bench pipeline
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use switchyard::classify::classify;
+use switchyard::classify::{classify, ClassifiedBy};
 use switchyard::config::{Config, Tokenizer};
 use switchyard::input::parse::parse_record;
 use switchyard::money::Usd;
-use switchyard::output::{ParquetResults, ResultRow};
-use switchyard::record::{Job, Tier};
+use switchyard::output::parquet::ParquetResults;
+use switchyard::output::{ResultRow, Status};
+use switchyard::record::{Complexity, Job, Task, Tier};
 use switchyard::route::route;
 use switchyard::tokens::{count_messages, PromptTokens};
 
@@ -112,12 +113,11 @@ fn stages(c: &mut Criterion) {
 fn parquet_results(c: &mut Criterion) {
     let rows: Vec<ResultRow> = (0..10_000)
         .map(|i| ResultRow {
-            id: format!("rec-{i:06}"),
-            status: "ok".into(),
-            task: Some("summarization".into()),
-            complexity: Some("simple".into()),
-            classified_by: Some("local".into()),
-            tier: Some("balanced".into()),
+            status: Status::Ok,
+            task: Some(Task::Summarization),
+            complexity: Some(Complexity::Simple),
+            classified_by: Some(ClassifiedBy::Local),
+            tier: Some(Tier::Balanced),
             routed_model: Some("deepseek-v4-flash".into()),
             final_model: Some("deepseek-v4-flash".into()),
             provider: Some("deepseek".into()),
@@ -128,7 +128,7 @@ fn parquet_results(c: &mut Criterion) {
             output_tokens: 57,
             cost_usd: Usd::from_pico(73_640_000 + i),
             latency_ms: Some(840),
-            ..ResultRow::default()
+            ..ResultRow::new(format!("rec-{i:06}"))
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();

@@ -30,7 +30,7 @@ start_server() { # [$1 = log file]; sets port and server_pid
 }
 stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; }
 loopback_config() { # $1 = port, $2 = extra TOML
-  for p in $(sed -n 's/^\[providers\.\(.*\)\]$/\1/p' src/default_config.toml); do
+  for p in $(sed -n 's/^\[providers\.\(.*\)\]$/\1/p' src/config/default.toml); do
     printf '[providers.%s]\nbase_url = "http://127.0.0.1:%s/v1"\napi_key_env = "FAKE_KEY"\n' "$p" "$1"
   done
   printf '%s\n' "$2"

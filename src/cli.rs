@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::config::OnBudget;
 use crate::config::Overrides;
-use crate::execute::OnBudget;
 use crate::money::Usd;
 use crate::record::Tier;
 

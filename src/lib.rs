@@ -1,30 +1,24 @@
-//! switchyard: classify, route and price batch LLM jobs under a budget.
+//! switchyard: classify, route and price batch LLM jobs under a budget, and run them.
 //!
-//! The pipeline, one module per stage: `input` reads records, `classify` decides the
-//! task, `route` picks and prices eligible models (`tokens`, `money`), `plan` folds a
-//! whole job, `report` writes the cost report; `app` wires them into commands.
+//! Data flows one way. `cli` turns flags into settings and `commands` runs them. Every
+//! command shares one front end, `evaluate`: `input` reads records, `classify` decides
+//! the task, `route` picks and prices eligible models (`tokens`, `money`, `config`).
+//! `plan` and `classify` fold what it yields and render it; `run` (only `commands::run`
+//! uses it) executes the records against a `provider`, keeps the `journal`, and writes
+//! the `output`. `record` and `exit` are the vocabulary all of them share.
 
-pub mod app;
-pub mod breaker;
-pub mod budget;
-pub mod catalog;
-pub mod checks;
 pub mod classify;
 pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod execute;
+pub mod evaluate;
+pub mod exit;
 pub mod input;
 pub mod journal;
-pub mod limits;
 pub mod money;
 pub mod output;
-pub mod pipeline;
-pub mod plan;
-pub mod policy;
-pub mod pretokenize;
-pub mod progress;
 pub mod provider;
 pub mod record;
-pub mod report;
 pub mod route;
+pub mod run;
 pub mod tokens;

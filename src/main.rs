@@ -1,10 +1,12 @@
-//! Thin entry point: parse flags, run the command, map errors to exit codes.
+//! Thin entry point: the allocator, parse flags, run the command, and turn its outcome
+//! (or error) into the exit status.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchyard::app::{self, is_broken_pipe, StrictStop, EXIT_USAGE};
 use switchyard::cli::Cli;
+use switchyard::commands;
+use switchyard::exit::{is_broken_pipe, Exit, StrictStop};
 
 /// jemalloc instead of glibc's malloc: `run` allocates on one runtime worker and frees
 /// on another all the time, which glibc serializes on per-arena locks (futex calls);
@@ -22,16 +24,18 @@ pub static malloc_conf: &[u8; 47] = b"narenas:2,dirty_decay_ms:1000,muzzy_decay_
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match app::run(cli.command) {
-        Ok(code) => ExitCode::from(code),
-        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+    let exit = match commands::run(cli.command) {
+        Ok(exit) => exit,
+        // `switchyard classify big.jsonl | head` ends quietly (`run` handles its own).
+        Err(err) if is_broken_pipe(&err) => Exit::Ok,
         Err(err) => {
             if err.downcast_ref::<StrictStop>().is_some() {
                 eprintln!("error: {err}");
             } else {
                 eprintln!("error: {err:#}");
             }
-            ExitCode::from(EXIT_USAGE)
+            Exit::of_error(&err)
         }
-    }
+    };
+    exit.into()
 }

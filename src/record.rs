@@ -1,19 +1,19 @@
-//! The row types every stage shares: a parsed job record, its task/tier vocabulary,
-//! and where it came from. Parsing lives in `input/`; decisions in `classify`/`route`.
+//! The vocabulary every stage shares: a parsed job record ([`Job`]), the task,
+//! complexity and tier words, where a record came from ([`Position`]), and the text
+//! cuts the classifier and the LLM question make. Parsing lives in `input/`;
+//! decisions in `classify`/`route`.
 
 use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
 
 use crate::money::Usd;
 
+/// An enum of words from a fixed vocabulary (task, tier, status…): each variant's
+/// text is how it is written everywhere — JSON, Parquet, the journal, flags, messages.
 macro_rules! word_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($variant),+ }
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -22,7 +22,7 @@ macro_rules! word_enum {
             }
         }
 
-        impl FromStr for $name {
+        impl std::str::FromStr for $name {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
                 match s.trim().to_ascii_lowercase().as_str() {
@@ -37,13 +37,14 @@ macro_rules! word_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
     };
 }
+pub(crate) use word_enum;
 
 word_enum!(
     /// What a record asks for; decides the route.
@@ -98,6 +99,27 @@ impl Tier {
     }
 }
 
+/// The first `n` bytes of `s`, cut back to a char boundary.
+pub fn head(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        return s;
+    }
+    let mut end = n;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The last `n` bytes of `s`, cut forward to a char boundary.
+pub fn tail(s: &str, n: usize) -> &str {
+    let mut start = s.len().saturating_sub(n);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
 /// One chat message. `content` keeps text parts and images apart so that tokens and
 /// the `vision` task can be derived without re-parsing.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,8 +149,6 @@ pub enum ImageDetail {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: String,
-    /// 1-based line (JSONL) or row (Parquet) number in the input.
-    pub line: u64,
     pub messages: Vec<Message>,
     pub task: Option<Task>,
     pub tier: Option<Tier>,
@@ -147,7 +167,6 @@ impl Job {
     pub fn from_prompt(id: &str, text: &str) -> Job {
         Job {
             id: id.into(),
-            line: 1,
             messages: vec![Message {
                 role: "user".into(),
                 text: text.into(),
@@ -222,14 +241,6 @@ impl fmt::Display for Position {
     }
 }
 
-/// A record that could not be used, with where and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Invalid {
-    pub id: String,
-    pub position: Position,
-    pub reason: String,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,5 +256,12 @@ mod tests {
             err,
             "unknown tier 'fast' (expected one of: budget, balanced, quality)"
         );
+        // Serde writes each word as its text.
+        assert_eq!(
+            serde_json::to_string(&Task::Summarization).unwrap(),
+            "\"summarization\""
+        );
+        let t: Tier = serde_json::from_str("\"budget\"").unwrap();
+        assert_eq!(t, Tier::Budget);
     }
 }

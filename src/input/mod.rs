@@ -3,7 +3,7 @@
 //! parsing, classification and pricing can run on worker threads; memory is bounded
 //! by the batch size, never by the file.
 
-mod parquet_rows;
+mod parquet;
 pub mod parse;
 
 use std::fs::File;
@@ -82,13 +82,55 @@ impl Input {
                 let file =
                     File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
                 if is_parquet(path, &file)? {
-                    Ok(Box::new(parquet_rows::ParquetSource::new(file, path)?))
+                    Ok(Box::new(parquet::ParquetSource::new(file, path)?))
                 } else {
                     let reader = decompress(Box::new(file))
                         .with_context(|| format!("cannot read {}", path.display()))?;
                     Ok(Box::new(JsonlSource::new(reader, max_line)))
                 }
             }
+        }
+    }
+}
+
+/// What a file's first bytes say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Gzip,
+    Zstd,
+    Parquet,
+    /// Anything else: read as plain JSONL.
+    Plain,
+}
+
+impl Kind {
+    pub fn of(head: &[u8]) -> Kind {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Kind::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Kind::Zstd
+        } else if head.starts_with(b"PAR1") {
+            Kind::Parquet
+        } else {
+            Kind::Plain
+        }
+    }
+}
+
+/// Calls `f` on the file's bytes a chunk (1 MiB) at a time, until it returns false;
+/// returns the bytes read.
+pub fn read_chunks(path: &Path, mut f: impl FnMut(&[u8]) -> bool) -> io::Result<u64> {
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(size);
+        }
+        size += n as u64;
+        if !f(&buf[..n]) {
+            return Ok(size);
         }
     }
 }
@@ -104,21 +146,22 @@ fn is_parquet(path: &Path, file: &File) -> Result<bool> {
     let n = (&*file).read(&mut magic)?;
     use std::io::Seek;
     (&*file).seek(io::SeekFrom::Start(0))?;
-    Ok(n == 4 && &magic == b"PAR1")
+    Ok(Kind::of(&magic[..n]) == Kind::Parquet)
 }
 
 /// Wraps a reader in gzip or zstd decoding when its first bytes say so.
 fn decompress(inner: Box<dyn Read + Send>) -> Result<Box<dyn BufRead + Send>> {
     let mut buffered = BufReader::with_capacity(256 * 1024, inner);
-    let head = buffered.fill_buf()?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        let gz = flate2::bufread::MultiGzDecoder::new(buffered);
-        Ok(Box::new(BufReader::with_capacity(256 * 1024, gz)))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let zst = zstd::stream::read::Decoder::with_buffer(buffered)?;
-        Ok(Box::new(BufReader::with_capacity(256 * 1024, zst)))
-    } else {
-        Ok(Box::new(buffered))
+    match Kind::of(buffered.fill_buf()?) {
+        Kind::Gzip => {
+            let gz = flate2::bufread::MultiGzDecoder::new(buffered);
+            Ok(Box::new(BufReader::with_capacity(256 * 1024, gz)))
+        }
+        Kind::Zstd => {
+            let zst = zstd::stream::read::Decoder::with_buffer(buffered)?;
+            Ok(Box::new(BufReader::with_capacity(256 * 1024, zst)))
+        }
+        Kind::Parquet | Kind::Plain => Ok(Box::new(buffered)),
     }
 }
 

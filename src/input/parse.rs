@@ -124,7 +124,7 @@ pub struct Parsed {
 }
 
 /// Parses one record. `number` is its 1-based line/row, the default id.
-pub fn parse_record(bytes: &[u8], number: u64, batch_model: BatchModel) -> Parsed {
+pub fn parse_record(bytes: &[u8], _number: u64, batch_model: BatchModel) -> Parsed {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -144,7 +144,7 @@ pub fn parse_record(bytes: &[u8], number: u64, batch_model: BatchModel) -> Parse
         }
     };
     let id = raw.id.clone().or_else(|| raw.custom_id.clone());
-    let job = build(raw, number, batch_model);
+    let job = build(raw, batch_model);
     Parsed { id, job }
 }
 
@@ -180,7 +180,7 @@ fn describe_json_error(text: &str) -> String {
     }
 }
 
-fn build(raw: RawRecord, number: u64, batch_model: BatchModel) -> Result<Job, String> {
+fn build(raw: RawRecord, batch_model: BatchModel) -> Result<Job, String> {
     let batch = raw.body.is_some();
     if let (true, Some(url)) = (batch, raw.url.as_deref()) {
         if url != "/v1/chat/completions" && url != "/chat/completions" {
@@ -271,7 +271,6 @@ fn build(raw: RawRecord, number: u64, batch_model: BatchModel) -> Result<Job, St
     }
     Ok(Job {
         id: String::new(),
-        line: number,
         messages: out,
         task,
         tier,

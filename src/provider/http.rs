@@ -1,5 +1,5 @@
 //! The HTTP providers: OpenAI-compatible chat completions and Anthropic Messages,
-//! over one pooled reqwest client per provider (rustls). Keys come from the
+//! every provider over one shared, pooled reqwest client (rustls). Keys come from the
 //! environment at start and are only ever written into request headers; anything a
 //! provider sends back is scrubbed of them.
 
@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use anyhow::{bail, Result};
 
 use crate::config::{Model, Provider, ProviderKind};
-use crate::policy::Failure;
 use crate::provider::wire::{self, Answer};
+use crate::provider::Failure;
 use crate::record::Job;
 
 pub struct HttpProvider {

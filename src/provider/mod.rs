@@ -1,7 +1,8 @@
 //! Providers: how a request reaches a model. `wire` holds the pure request/response
 //! formats; `http` sends them to OpenAI-compatible and Anthropic endpoints;
-//! `simulated` answers in-process for `run --simulate`. [`Backend`] is what the
-//! executor calls: one or the other, never a silent mix.
+//! `simulated` answers in-process for `run --simulate`. [`Backend`] is what a record
+//! task calls: one or the other, never a silent mix. [`Failure`] is how a request
+//! failed, for `run`'s retry policy to decide on.
 
 pub mod http;
 pub mod simulated;
@@ -9,11 +10,33 @@ pub mod wire;
 
 use anyhow::Result;
 
+use std::time::Duration;
+
 use crate::config::{Config, Model};
-use crate::policy::Failure;
 use crate::record::{Job, Task};
 use crate::route::Candidate;
 use wire::Answer;
+
+/// How a request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The provider answered with a non-success status.
+    Http {
+        status: u16,
+        /// From `Retry-After` (seconds or date) or `x-ratelimit-reset-*`, if present.
+        retry_after: Option<Duration>,
+        /// A 400 whose body says the prompt exceeds the context window.
+        context_length_exceeded: bool,
+    },
+    /// No answer within the provider's `timeout_s`.
+    Timeout,
+    /// Could not connect (refused, DNS, TLS).
+    Connect,
+    /// The connection dropped mid-request.
+    Reset,
+    /// A success status with a body we cannot use (truncated or malformed JSON).
+    Malformed,
+}
 
 pub enum Backend {
     Simulated(simulated::Simulated),

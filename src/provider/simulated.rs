@@ -7,8 +7,8 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use crate::config::{Model, SimulateConfig, Tokenizer};
-use crate::policy::Failure;
 use crate::provider::wire::Answer;
+use crate::provider::Failure;
 use crate::record::{Job, Task};
 use crate::route::Candidate;
 use crate::tokens::count_text;

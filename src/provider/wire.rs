@@ -1,14 +1,14 @@
 //! The HTTP wire formats, as pure functions: request bodies for OpenAI-compatible chat
 //! completions and Anthropic Messages, their answers and usage, their error bodies,
 //! and the rate-limit headers that say how long to wait. No I/O: the HTTP client
-//! (issue #3) sends what these build and hands back what it received.
+//! (`http`) sends what these build and hands back what it received.
 
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::policy::Failure;
+use crate::provider::Failure;
 use crate::record::{Job, Message};
 
 /// A provider's answer, normalised.

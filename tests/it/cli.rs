@@ -5,27 +5,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::common::bin;
-use assert_cmd::Command;
+use crate::common::{bin, output, Output};
 use serde_json::Value;
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(args: &[&str]) -> Out {
-    run_with(bin().args(args))
-}
-
-fn run_with(cmd: &mut Command) -> Out {
-    let o = cmd.output().unwrap();
-    Out {
-        code: o.status.code().unwrap(),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
+fn run(args: &[&str]) -> Output {
+    output(bin().args(args))
 }
 
 fn plan_json(args: &[&str]) -> Value {
@@ -126,7 +110,7 @@ fn budget_exit_codes() {
     ]);
     assert_eq!(over.code, 3);
     assert!(over.stderr.contains("exceeds --budget"), "{}", over.stderr);
-    let env = run_with(
+    let env = output(
         bin()
             .args(["plan", "fixtures/hand_checked.jsonl"])
             .env("SWITCHYARD_BUDGET", "0.001"),
@@ -374,7 +358,7 @@ fn every_input_form_gives_the_same_plan() {
             "{form}"
         );
     }
-    let o = run_with(
+    let o = output(
         bin()
             .args(["plan", "-", "--format", "json"])
             .write_stdin(jsonl),
@@ -582,7 +566,7 @@ fn classifier_accuracy_floor_on_labelled_fixtures() {
         })
         .collect();
     assert_eq!(o.code, 0);
-    let o = run_with(bin().args(["classify", "-"]).write_stdin(stripped));
+    let o = output(bin().args(["classify", "-"]).write_stdin(stripped));
     let got: Vec<Value> = o
         .stdout
         .lines()

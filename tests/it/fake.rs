@@ -1,161 +1,13 @@
-//! An in-process OpenAI/Anthropic-compatible server on 127.0.0.1 for the tests: it
-//! answers by a script, can inject faults (status codes, hangs, connection resets,
-//! cut bodies) and records what it received with its own timestamps.
+//! The test side of the fake provider: scripted answers, a config whose every route
+//! goes to it, and the `run` commands that use it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use serde_json::{json, Value};
 
-/// One request as the server saw it.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub at: Instant,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Value,
-}
-
-impl Seen {
-    pub fn model(&self) -> &str {
-        self.body["model"].as_str().unwrap_or("")
-    }
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-    /// The text of the last message: the record's prompt.
-    pub fn prompt(&self) -> &str {
-        self.body["messages"]
-            .as_array()
-            .and_then(|m| m.last())
-            .and_then(|m| m["content"].as_str())
-            .unwrap_or("")
-    }
-}
-
-/// What the server does with a request.
-pub enum Reply {
-    /// Status, extra headers, body.
-    Respond(u16, Vec<(&'static str, String)>, String),
-    /// Say nothing for this long, then close.
-    Hang(Duration),
-    /// Close the connection without answering.
-    Reset,
-    /// Promise the whole body in content-length, send half of it, close.
-    Cut(String),
-}
-
-/// Decides the reply to the n-th request (0-based).
-pub type Script = dyn Fn(usize, &Seen) -> Reply + Send + Sync;
-
-pub struct Server {
-    pub port: u16,
-    pub seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Server {
-    pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Seen> {
-    let mut line = String::new();
-    if reader.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let path = line.split_whitespace().nth(1)?.to_string();
-    let mut headers = Vec::new();
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':')?;
-        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
-        if k == "content-length" {
-            len = v.parse().ok()?;
-        }
-        headers.push((k, v));
-    }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    Some(Seen {
-        at: Instant::now(),
-        path,
-        headers,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-    })
-}
-
-fn head(status: u16, len: usize, headers: &[(&'static str, String)]) -> String {
-    let mut resp = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n"
-    );
-    for (k, v) in headers {
-        resp.push_str(&format!("{k}: {v}\r\n"));
-    }
-    resp.push_str("\r\n");
-    resp
-}
-
-/// Serves `script` on a fresh port until the test process ends.
-pub fn serve(script: Arc<Script>) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { break };
-            let (script, log) = (script.clone(), log.clone());
-            std::thread::spawn(move || {
-                let mut writer = conn.try_clone().unwrap();
-                let mut reader = BufReader::new(conn);
-                while let Some(req) = read_request(&mut reader) {
-                    let n = {
-                        let mut l = log.lock().unwrap();
-                        l.push(req.clone());
-                        l.len() - 1
-                    };
-                    let sent = match script(n, &req) {
-                        Reply::Respond(status, headers, body) => {
-                            let mut resp = head(status, body.len(), &headers);
-                            resp.push_str(&body);
-                            writer.write_all(resp.as_bytes())
-                        }
-                        Reply::Hang(d) => {
-                            std::thread::sleep(d);
-                            break;
-                        }
-                        Reply::Reset => break,
-                        Reply::Cut(body) => {
-                            let mut resp = head(200, body.len(), &[]);
-                            resp.push_str(&body[..body.len() / 2]);
-                            let _ = writer.write_all(resp.as_bytes());
-                            break;
-                        }
-                    };
-                    if sent.is_err() {
-                        break;
-                    }
-                }
-                let _ = writer.shutdown(Shutdown::Both);
-            });
-        }
-    });
-    Server { port, seen }
-}
+use crate::common::Output;
+pub use crate::fake_server::{serve, Reply, Seen, Server};
 
 pub fn ok_openai(text: &str) -> Reply {
     let body = json!({"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
@@ -201,21 +53,10 @@ pub fn config(dir: &Path, port: u16, kind: &str) -> PathBuf {
     path
 }
 
-pub struct Output {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
 /// `switchyard run` on `job` (written next to `cfg`) with the canary key.
 pub fn run(cfg: &Path, job: &str, extra: &[&str]) -> Output {
     let input = write_job(cfg, job);
-    let o = command(cfg, &input).args(extra).output().unwrap();
-    Output {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
-    }
+    crate::common::output(command(cfg, &input).args(extra))
 }
 
 pub fn write_job(cfg: &Path, job: &str) -> PathBuf {
@@ -227,8 +68,6 @@ pub fn write_job(cfg: &Path, job: &str) -> PathBuf {
 /// `switchyard run INPUT --config CFG` with the canary key, not yet started.
 pub fn command(cfg: &Path, input: &Path) -> Command {
     let mut c = crate::common::bin();
-    // No test run may hang the suite: a stuck run is killed and fails its test.
-    c.timeout(Duration::from_secs(120));
     c.env("FAKE_KEY", CANARY).args([
         "run",
         input.to_str().unwrap(),

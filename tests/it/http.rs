@@ -216,6 +216,11 @@ fn anthropic_request_shape_and_usage() {
     assert_eq!(req.path, "/v1/messages");
     assert_eq!(req.header("x-api-key"), Some(CANARY));
     assert_eq!(req.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        req.len,
+        serde_json::to_vec(&req.body).unwrap().len(),
+        "one compact JSON body, its content-length exact"
+    );
     assert_eq!(req.body["system"], "Be brief.");
     assert_eq!(
         req.body["max_tokens"], 1000,

@@ -3,6 +3,8 @@
 
 mod common;
 mod fake;
+#[path = "../support/fake_server.rs"]
+mod fake_server;
 
 mod cli;
 mod http;

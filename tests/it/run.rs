@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::common::bin;
+use crate::common::{bin, output};
 use serde_json::Value;
 
 struct Run {
@@ -13,21 +13,18 @@ struct Run {
     stderr: String,
 }
 
+/// `run --simulate ARGS` with the JSON result rows it printed.
 fn run(config: Option<&Path>, args: &[&str]) -> Run {
     let mut cmd = bin();
     cmd.arg("run").args(args).arg("--simulate");
     if let Some(cfg) = config {
         cmd.arg("--config").arg(cfg);
     }
-    let o = cmd.output().unwrap();
-    let stdout = String::from_utf8(o.stdout).unwrap();
+    let o = output(&mut cmd);
     Run {
-        code: o.status.code().unwrap(),
-        rows: stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect(),
-        stderr: String::from_utf8_lossy(&o.stderr).into(),
+        code: o.code,
+        rows: crate::fake::rows(&o),
+        stderr: o.stderr,
     }
 }
 

@@ -1,16 +1,15 @@
 //! The per-model cost report: rows per model plus a total, written to Parquet with the
-//! columns DESIGN.md fixes (`plan --report` fills estimates; `run` fills actuals), and
-//! rendered as a terminal table.
+//! columns DESIGN.md fixes (`plan --report` fills estimates; `run` fills actuals from
+//! its billed [`Call`]s, tallied by [`CostTally`]).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
 
 use crate::money::Usd;
 
@@ -138,26 +137,79 @@ pub fn write_parquet(path: &Path, rows: &[ReportRow]) -> Result<()> {
         )),
     ];
     let batch = RecordBatch::try_new(schema(), columns).expect("report schema matches columns");
-    write_batch_atomically(path, &batch)
+    super::parquet::write_one(path, &batch)
 }
 
-/// Writes one batch as a Parquet file via a temporary sibling and a rename, so readers
-/// never see a half-written file.
-pub fn write_batch_atomically(path: &Path, batch: &RecordBatch) -> Result<()> {
-    let tmp = path.with_extension("parquet.tmp");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
-    writer
-        .write(batch)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    writer
-        .close()
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+/// One billed (or failed) call, charged to the model that made it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Call {
+    pub model: String,
+    pub provider: String,
+    pub ok: bool,
+    pub escalated: bool,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(with = "crate::money::exact")]
+    pub cost: Usd,
+    #[serde(with = "crate::money::exact")]
+    pub baseline_cost: Usd,
+    pub latency_ms: u64,
+    /// What the provider billed beyond the worst case reserved for this call (it
+    /// counted more tokens than switchyard did): real money, outside the reservation.
+    #[serde(
+        default,
+        with = "crate::money::exact",
+        skip_serializing_if = "Usd::is_zero"
+    )]
+    pub overrun: Usd,
+}
+
+#[derive(Default)]
+struct Tally {
+    row: ReportRow,
+    latencies: Vec<u64>,
+}
+
+/// Per-model totals of every call of a run.
+#[derive(Default)]
+pub struct CostTally {
+    models: BTreeMap<String, Tally>,
+}
+
+impl CostTally {
+    pub fn add(&mut self, c: &Call) {
+        let t = self.models.entry(c.model.clone()).or_default();
+        t.row.model = c.model.clone();
+        t.row.provider = Some(c.provider.clone());
+        t.row.requests += 1;
+        t.row.ok += u64::from(c.ok);
+        t.row.failed += u64::from(!c.ok);
+        t.row.escalated += u64::from(c.escalated);
+        t.row.input_tokens += c.input_tokens;
+        t.row.output_tokens += c.output_tokens;
+        t.row.cost += c.cost;
+        t.row.baseline_cost += c.baseline_cost;
+        t.row.overrun += c.overrun;
+        t.row.overrun_calls += u64::from(!c.overrun.is_zero());
+        t.latencies.push(c.latency_ms);
+    }
+
+    pub fn rows(&mut self) -> Vec<ReportRow> {
+        self.models
+            .values_mut()
+            .map(|t| {
+                t.latencies.sort_unstable();
+                let pct = |p: f64| -> Option<f64> {
+                    (!t.latencies.is_empty()).then(|| {
+                        t.latencies[((t.latencies.len() - 1) as f64 * p).round() as usize] as f64
+                    })
+                };
+                ReportRow {
+                    latency_p50_ms: pct(0.5),
+                    latency_p95_ms: pct(0.95),
+                    ..t.row.clone()
+                }
+            })
+            .collect()
+    }
 }

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use rustc_hash::FxHashMap;
 
 use crate::config::{Model, Tokenizer};
-use crate::pretokenize;
+mod pretokenize;
 use crate::record::{ImageDetail, Message};
 
 /// Chat format overhead (OpenAI cookbook, gpt-4o/gpt-4): every message is wrapped in

@@ -1,8 +1,9 @@
 //! The budget ledger for `run`: reserve a request's worst case before it is sent,
 //! settle with what the provider reports, release what was not used. Plain data; `run`
-//! keeps it behind one lock (`execute::Gate`), so reservations are granted one at a
-//! time: committed + reserved never exceeds the ceiling as long as every settlement is
-//! within its reservation, whatever the concurrency.
+//! keeps it behind one lock (`gate::Gate`), so reservations are granted one at a time:
+//! committed + reserved never exceeds the ceiling as long as every settlement is within
+//! its reservation, whatever the concurrency. (A settlement beyond it, an overrun, is
+//! committed as billed; the gate records it per call and raises later reservations.)
 
 use crate::money::Usd;
 
@@ -31,9 +32,6 @@ pub struct Ledger {
     ceiling: Option<Usd>,
     committed: Usd,
     reserved: Usd,
-    /// Spend reported beyond its reservation (a provider counting more tokens than
-    /// our worst case); kept apart so it is visible in the report.
-    overrun: Usd,
 }
 
 impl Ledger {
@@ -56,12 +54,9 @@ impl Ledger {
         self.committed
     }
 
+    #[cfg(test)]
     pub fn reserved(&self) -> Usd {
         self.reserved
-    }
-
-    pub fn overrun(&self) -> Usd {
-        self.overrun
     }
 
     /// Reserves `worst` if it fits under the ceiling.
@@ -82,9 +77,6 @@ impl Ledger {
     pub fn settle(&mut self, r: Reservation, actual: Usd) {
         self.reserved = self.reserved - r.amount;
         self.committed += actual;
-        if actual > r.amount {
-            self.overrun += actual - r.amount;
-        }
     }
 
     /// Frees a reservation whose request was never billed.
@@ -145,7 +137,6 @@ mod tests {
             }
             assert!(l.committed() + l.reserved() <= ceiling, "step {step}");
         }
-        assert_eq!(l.overrun(), Usd::ZERO);
     }
 
     #[test]
@@ -154,6 +145,10 @@ mod tests {
         let r = l.reserve(usd("1000")).unwrap();
         assert_eq!(l.available(), None);
         l.settle(r, usd("1200"));
-        assert_eq!(l.overrun(), usd("200"));
+        assert_eq!(
+            l.committed(),
+            usd("1200"),
+            "an overrun is committed as billed"
+        );
     }
 }

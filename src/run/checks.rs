@@ -2,6 +2,7 @@
 //! first reason the answer is weak, if any. Each check can be switched off in config
 //! (`[checks]`); `run` re-asks a stronger model when one fires.
 
+use crate::config::ChecksConfig;
 use crate::record::{Job, Task};
 
 /// Why an answer is escalated. `as_str` is what results record.
@@ -26,33 +27,6 @@ impl Weakness {
             Weakness::Hedging => "hedging",
             Weakness::LabelOutsideSet => "label_outside_set",
             Weakness::InvalidJson => "invalid_json",
-        }
-    }
-}
-
-/// Which checks run: `[checks]` in config (all on by default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(default)]
-pub struct CheckSet {
-    pub empty: bool,
-    pub truncated: bool,
-    pub refusal: bool,
-    pub code_stub: bool,
-    pub hedging: bool,
-    pub labels: bool,
-    pub json: bool,
-}
-
-impl Default for CheckSet {
-    fn default() -> CheckSet {
-        CheckSet {
-            empty: true,
-            truncated: true,
-            refusal: true,
-            code_stub: true,
-            hedging: true,
-            labels: true,
-            json: true,
         }
     }
 }
@@ -96,7 +70,7 @@ pub fn check(
     task: Task,
     answer: &str,
     finish_reason: Option<&str>,
-    on: &CheckSet,
+    on: &ChecksConfig,
 ) -> Option<Weakness> {
     let trimmed = answer.trim();
     if on.empty && trimmed.is_empty() {
@@ -181,8 +155,13 @@ mod tests {
         Job::from_prompt("1", "x")
     }
 
+    /// Every check on, as the embedded default has them.
+    fn all_on() -> ChecksConfig {
+        crate::config::Config::embedded().checks
+    }
+
     fn weak(j: &Job, task: Task, answer: &str, finish: Option<&str>) -> Option<&'static str> {
-        check(j, task, answer, finish, &CheckSet::default()).map(Weakness::as_str)
+        check(j, task, answer, finish, &all_on()).map(Weakness::as_str)
     }
 
     #[test]
@@ -259,9 +238,9 @@ mod tests {
 
     #[test]
     fn checks_can_be_switched_off() {
-        let off = CheckSet {
+        let off = ChecksConfig {
             empty: false,
-            ..CheckSet::default()
+            ..all_on()
         };
         assert_eq!(check(&job(), Task::Chat, "", None, &off), None);
     }

@@ -24,9 +24,12 @@
 //! last interval; those records run again. A torn last line (a crash in the middle of
 //! a write) is dropped on resume.
 
-use std::collections::{BTreeMap, HashMap};
+mod fingerprint;
+mod restore;
+mod results;
+
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,55 +37,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
-use crate::input::Input;
-use crate::money::Usd;
-use crate::output::{Call, CostTally, ParquetResults, ResultRow};
+use crate::output::report::Call;
+use crate::output::{ResultRow, Status};
+pub use fingerprint::{fingerprint, Fingerprint};
+use restore::{check_fingerprint, read};
+pub use restore::{Carried, PositionSet, Restored};
+pub use results::{write_results, Written};
 
 pub const FILE: &str = "journal.jsonl";
 const VERSION: u32 = 1;
-
-/// What a run's results depend on, part by part (name → hash), so a refused resume
-/// can say which part changed.
-pub type Fingerprint = BTreeMap<String, String>;
-
-/// Hashes the input file's bytes and the config's decision parts.
-pub fn fingerprint(cfg: &Config, input: &Input, simulate: bool) -> Result<Fingerprint> {
-    let mut fp = Fingerprint::new();
-    let input_part = match input {
-        Input::Stdin => "stdin".to_string(),
-        Input::File(path) => {
-            let mut f =
-                File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-            let mut h = xxhash_rust::xxh3::Xxh3::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut size = 0u64;
-            loop {
-                let n = f
-                    .read(&mut buf)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                if n == 0 {
-                    break;
-                }
-                size += n as u64;
-                h.update(&buf[..n]);
-            }
-            format!("{size} bytes, xxh3 {:032x}", h.digest128())
-        }
-    };
-    fp.insert("input".into(), input_part);
-    let provider = if simulate {
-        "simulated"
-    } else {
-        "configured APIs"
-    };
-    fp.insert("provider".into(), provider.into());
-    for (name, text) in cfg.decision_parts() {
-        let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
-        fp.insert(name.into(), format!("{hash:032x}"));
-    }
-    Ok(fp)
-}
 
 /// How `run` treats an `--out` directory that may already hold a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,81 +57,6 @@ pub enum Mode {
     /// Continue the directory's run (or start one); `force` accepts a changed input or
     /// config.
     Resume { force: bool },
-}
-
-/// What earlier runs in the journal already did.
-#[derive(Default)]
-pub struct Restored {
-    /// Input positions finished for good (a `skipped_budget` record runs again: it
-    /// was never sent, so it cannot be paid twice).
-    pub done: PositionSet,
-    /// After a forced resume on a changed input, instead of `done`: the finished rows
-    /// of the old input by record key, to carry to the records' new positions.
-    pub carried: Carried,
-    pub spent: Usd,
-    pub tally: CostTally,
-    pub records: u64,
-    /// A torn last line was dropped.
-    pub torn_tail: bool,
-}
-
-/// Finished rows by the key of their record's bytes: where each row line is in the
-/// journal. A key finished twice (two identical lines) carries two rows, one each.
-#[derive(Default)]
-pub struct Carried(HashMap<u64, Vec<(u64, u32)>>);
-
-impl Carried {
-    /// The journal line (offset, length) of a finished row for a record with `key`.
-    pub fn take(&mut self, key: u64) -> Option<(u64, u32)> {
-        let rows = self.0.get_mut(&key)?;
-        let row = rows.pop();
-        if rows.is_empty() {
-            self.0.remove(&key);
-        }
-        row
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.values().map(Vec::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// A growable bit set of input positions.
-#[derive(Default)]
-pub struct PositionSet(Vec<u64>);
-
-impl PositionSet {
-    pub fn insert(&mut self, pos: u64) {
-        let (word, bit) = ((pos / 64) as usize, pos % 64);
-        if word >= self.0.len() {
-            self.0.resize(word + 1, 0);
-        }
-        self.0[word] |= 1 << bit;
-    }
-
-    pub fn remove(&mut self, pos: u64) {
-        if let Some(w) = self.0.get_mut((pos / 64) as usize) {
-            *w &= !(1 << (pos % 64));
-        }
-    }
-
-    pub fn contains(&self, pos: u64) -> bool {
-        self.0
-            .get((pos / 64) as usize)
-            .is_some_and(|w| w & (1 << (pos % 64)) != 0)
-    }
-
-    pub fn len(&self) -> u64 {
-        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -188,7 +76,7 @@ struct Refingerprint {
 
 /// A line, read without materializing its row.
 #[derive(Deserialize)]
-struct Line {
+pub(super) struct Line {
     #[serde(default)]
     switchyard_journal: Option<u32>,
     #[serde(default)]
@@ -198,7 +86,7 @@ struct Line {
     #[serde(default)]
     pos: Option<u64>,
     #[serde(default)]
-    status: Option<String>,
+    status: Option<Status>,
     #[serde(default)]
     key: Option<u64>,
     #[serde(default)]
@@ -208,7 +96,7 @@ struct Line {
 #[derive(Serialize)]
 struct RowLine<'a> {
     pos: u64,
-    status: &'a str,
+    status: Status,
     row: &'a ResultRow,
     key: u64,
 }
@@ -332,7 +220,7 @@ impl Journal {
     pub fn row(&mut self, pos: u64, key: u64, row: &ResultRow) -> Result<()> {
         self.append(&RowLine {
             pos,
-            status: &row.status,
+            status: row.status,
             row,
             key,
         })
@@ -397,274 +285,19 @@ impl Journal {
     }
 }
 
-/// Reads a journal for a resume: what is done, the length of its valid prefix, and the
-/// fingerprint the job was last run with. `by_content` (a forced resume on a changed
-/// input) gathers the finished rows by record key into `carried` instead of `done`.
-fn read(path: &Path, by_content: bool) -> Result<(Restored, u64, Fingerprint)> {
-    let mut restored = Restored::default();
-    let mut valid_len = 0u64;
-    let mut fingerprint = None;
-    let mut finished = PositionSet::default();
-    // By position since the last renumbering: the latest row line's (key, offset,
-    // length), or `None` for a skipped record.
-    let mut latest: HashMap<u64, Option<(u64, u64, u32)>> = HashMap::new();
-    scan(path, |n, offset, bytes, last| {
-        let line: Line = match serde_json::from_slice(bytes) {
-            Ok(l) if bytes.ends_with(b"\n") => l,
-            // A crash mid-write leaves at most one torn line, the last.
-            _ if last => {
-                restored.torn_tail = true;
-                return Ok(());
-            }
-            Ok(_) | Err(_) => bail!(
-                "{} line {n} is not a journal line; the journal is damaged (move it away to start over)",
-                path.display()
-            ),
-        };
-        valid_len = offset + bytes.len() as u64;
-        if n == 1 {
-            match line.switchyard_journal {
-                Some(VERSION) => {}
-                Some(v) => bail!(
-                    "{} is a version {v} journal; this switchyard reads version {VERSION}",
-                    path.display()
-                ),
-                None => bail!("{} is not a switchyard journal", path.display()),
-            }
-        }
-        if let Some(fp) = line.fingerprint {
-            fingerprint = Some(fp);
-            if line.renumbered {
-                // Positions from before belong to an older input.
-                finished = PositionSet::default();
-                restored.done = PositionSet::default();
-                latest.clear();
-            }
-        } else if let Some(call) = line.call {
-            restored.spent += call.cost;
-            restored.tally.add(&call);
-        } else if let Some(pos) = line.pos {
-            finished.insert(pos);
-            let skipped = line.status.as_deref() == Some("skipped_budget");
-            if skipped {
-                restored.done.remove(pos);
-            } else {
-                restored.done.insert(pos);
-            }
-            if by_content {
-                let row = line
-                    .key
-                    .filter(|_| !skipped)
-                    .map(|k| (k, offset, bytes.len() as u32));
-                latest.insert(pos, row);
-            }
-        }
-        Ok(())
-    })?;
-    if by_content {
-        restored.done = PositionSet::default();
-        for (key, offset, len) in latest.into_values().flatten() {
-            restored
-                .carried
-                .0
-                .entry(key)
-                .or_default()
-                .push((offset, len));
-        }
-    }
-    let Some(fingerprint) = fingerprint else {
-        bail!(
-            "{} has no header line; move it away to start over",
-            path.display()
-        );
-    };
-    restored.records = finished.len();
-    Ok((restored, valid_len, fingerprint))
-}
-
-/// Whether the job changed; an error when it did and the resume is not forced.
-fn check_fingerprint(
-    path: &Path,
-    was: &Fingerprint,
-    now: &Fingerprint,
-    force: bool,
-) -> Result<bool> {
-    let changed: Vec<&str> = now
-        .iter()
-        .filter(|(k, v)| was.get(*k) != Some(*v))
-        .map(|(k, _)| k.as_str())
-        .collect();
-    if force || changed.is_empty() {
-        return Ok(!changed.is_empty());
-    }
-    let detail = match (was.get("input"), now.get("input")) {
-        (Some(a), Some(b)) if a != b => format!(" (input was {a}, now {b})"),
-        _ => String::new(),
-    };
-    bail!(
-        "cannot resume {}: the {} changed since it was started{detail}; \
-         rerun with the same input and config, or add --force to resume anyway",
-        path.display(),
-        changed.join(", ")
-    )
-}
-
-/// Calls `f(line_number, byte_offset, line_bytes, is_last)` for every line.
-fn scan(path: &Path, mut f: impl FnMut(u64, u64, &[u8], bool) -> Result<()>) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let (mut n, mut offset) = (0u64, 0u64);
-    let (mut line, mut next) = (Vec::new(), Vec::new());
-    let read = |r: &mut BufReader<File>, buf: &mut Vec<u8>| -> Result<usize> {
-        buf.clear();
-        r.read_until(b'\n', buf)
-            .with_context(|| format!("cannot read {}", path.display()))
-    };
-    read(&mut reader, &mut line)?;
-    while !line.is_empty() {
-        read(&mut reader, &mut next)?;
-        n += 1;
-        f(n, offset, &line, next.is_empty())?;
-        offset += line.len() as u64;
-        std::mem::swap(&mut line, &mut next);
-    }
-    Ok(())
-}
-
-/// What the final pass found.
-pub struct Written {
-    pub records: u64,
-    pub not_ok: u64,
-}
-
-/// Writes `results.parquet` from the journal: one row per input position (its last
-/// result), in input order, whatever order they finished in and however many runs it
-/// took. The file appears by rename, so a reader never sees half of it.
-pub fn write_results(path: &Path, dir: &Path) -> Result<Written> {
-    let mut rows: Vec<(u64, u64, u32)> = Vec::new();
-    scan(path, |_, offset, bytes, _| {
-        if !bytes.ends_with(b"\n") || bytes.starts_with(CALL_PREFIX) {
-            return Ok(());
-        }
-        let pos = match row_position(bytes) {
-            Some(pos) => Some(pos),
-            None => match serde_json::from_slice::<Line>(bytes) {
-                // Rows before a renumbering were of an older input: those still
-                // finished were journaled again at their new positions.
-                Ok(l) if l.renumbered => {
-                    rows.clear();
-                    None
-                }
-                Ok(l) => l.pos,
-                Err(_) => None,
-            },
-        };
-        if let Some(pos) = pos {
-            rows.push((pos, offset, bytes.len() as u32));
-        }
-        Ok(())
-    })?;
-    // Stable: for a position finished twice (skipped, then run), the later line wins.
-    rows.sort_by_key(|&(pos, _, _)| pos);
-    rows.dedup_by(|later, earlier| {
-        if later.0 == earlier.0 {
-            *earlier = *later;
-            true
-        } else {
-            false
-        }
-    });
-    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut blocks = Blocks {
-        file,
-        start: 0,
-        buf: Vec::new(),
-    };
-    let mut out = ParquetResults::create(dir)?;
-    let mut written = Written {
-        records: 0,
-        not_ok: 0,
-    };
-    for (_, offset, len) in rows {
-        let bytes = blocks
-            .get(offset, len as usize)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let stored: StoredRow = serde_json::from_slice(bytes)
-            .with_context(|| format!("{} at byte {offset} is damaged", path.display()))?;
-        written.records += 1;
-        written.not_ok += u64::from(!stored.row.is_ok());
-        out.push(stored.row)?;
-    }
-    out.finish()?;
-    Ok(written)
-}
-
-/// How a call line starts ([`CallLine`] serializes its one field first).
-const CALL_PREFIX: &[u8] = b"{\"call\":";
-
-/// The position of a row line as [`RowLine`] writes it (`{"pos":N,"status":...`),
-/// read without parsing the row; `None` for any other shape.
-fn row_position(line: &[u8]) -> Option<u64> {
-    let rest = line.strip_prefix(b"{\"pos\":")?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || !rest[digits..].starts_with(b",\"status\":") {
-        return None;
-    }
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
-}
-
-/// Reads lines by offset through a 4 MiB window. Rows in input order are nearly in
-/// file order (they finish within a window of `--concurrency`), so most reads are
-/// served from memory and the file is read about once, sequentially.
-struct Blocks {
-    file: File,
-    start: u64,
-    buf: Vec<u8>,
-}
-
-impl Blocks {
-    const BEHIND: u64 = 256 << 10;
-    const SIZE: usize = 4 << 20;
-
-    fn get(&mut self, offset: u64, len: usize) -> std::io::Result<&[u8]> {
-        let end = offset + len as u64;
-        if offset < self.start || end > self.start + self.buf.len() as u64 {
-            self.start = offset.saturating_sub(Self::BEHIND);
-            let want = (end - self.start) as usize + Self::SIZE;
-            self.buf.resize(want, 0);
-            let mut filled = 0;
-            while filled < want {
-                match self
-                    .file
-                    .read_at(&mut self.buf[filled..], self.start + filled as u64)?
-                {
-                    0 => break,
-                    n => filled += n,
-                }
-            }
-            self.buf.truncate(filled);
-            if filled < (end - self.start) as usize {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        let at = (offset - self.start) as usize;
-        Ok(&self.buf[at..at + len])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::money::Usd;
 
     fn fp(input: &str) -> Fingerprint {
         [("input".to_string(), input.to_string())].into()
     }
 
-    fn row(id: &str, status: &'static str) -> ResultRow {
+    fn row(id: &str, status: &str) -> ResultRow {
         ResultRow {
-            id: id.into(),
-            status: status.into(),
-            ..ResultRow::default()
+            status: status.parse().unwrap(),
+            ..ResultRow::new(id.into())
         }
     }
 
@@ -828,16 +461,16 @@ mod tests {
     fn row_position_reads_the_row_line_shape_the_journal_writes() {
         let mut line = serde_json::to_vec(&RowLine {
             pos: 1234567,
-            status: "ok",
+            status: Status::Ok,
             row: &row("r1", "ok"),
             key: 99,
         })
         .unwrap();
         line.push(b'\n');
-        assert_eq!(row_position(&line), Some(1234567));
+        assert_eq!(results::row_position(&line), Some(1234567));
         let call = serde_json::to_vec(&CallLine { call: &call(5) }).unwrap();
-        assert!(call.starts_with(CALL_PREFIX));
-        assert_eq!(row_position(&call), None);
+        assert!(call.starts_with(results::CALL_PREFIX));
+        assert_eq!(results::row_position(&call), None);
         for other in [
             &b"{\"pos\":,\"status\":\"ok\"}"[..],
             b"{\"pos\":12}",
@@ -845,7 +478,7 @@ mod tests {
             b"{\"switchyard_journal\":1}",
         ] {
             assert_eq!(
-                row_position(other),
+                results::row_position(other),
                 None,
                 "{}",
                 String::from_utf8_lossy(other)

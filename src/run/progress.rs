@@ -2,12 +2,12 @@
 //! records done / total, ok / failed / escalated, spend against the budget, rate and
 //! ETA. Nothing is drawn otherwise, so logs and pipes stay clean.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::input::Input;
+use crate::input::{read_chunks, Input, Kind};
 use crate::money::Usd;
 use crate::output::ResultRow;
 
@@ -103,27 +103,18 @@ impl Progress {
 /// (stdin, compressed, Parquet) until the input ends.
 fn count_lines(input: &Input) -> u64 {
     let Input::File(path) = input else { return 0 };
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return 0;
-    };
-    let mut head = [0u8; 4];
-    let n = f.read(&mut head).unwrap_or(0);
-    // gzip, zstd and Parquet files announce themselves in their first bytes.
-    if head[..n].starts_with(&[0x1f, 0x8b])
-        || head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || head[..n].starts_with(b"PAR1")
-    {
-        return 0;
-    }
-    let mut lines = head[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut last = head[..n].last().copied();
-    while let Ok(k) = f.read(&mut buf) {
-        if k == 0 {
-            break;
+    let (mut lines, mut last, mut plain) = (0u64, None, true);
+    let read = read_chunks(path, |chunk| {
+        if last.is_none() && Kind::of(chunk) != Kind::Plain {
+            plain = false;
+            return false;
         }
-        lines += buf[..k].iter().filter(|&&b| b == b'\n').count() as u64;
-        last = Some(buf[k - 1]);
+        lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        last = chunk.last().copied();
+        true
+    });
+    match (read, plain) {
+        (Ok(_), true) => lines + u64::from(last.is_some_and(|b| b != b'\n')),
+        _ => 0,
     }
-    lines + u64::from(last.is_some_and(|b| b != b'\n'))
 }

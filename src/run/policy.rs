@@ -1,29 +1,11 @@
 //! Retry, fallback and fail decisions for a failed request, as one pure function over
 //! (failure, attempt) so every HTTP status and transport error has a tested answer.
-//! The executor (issue #3) owns the clock and the randomness; this only decides.
+//! The record task owns the clock and the randomness; this only decides.
 
 use std::time::Duration;
 
-/// How a request failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// The provider answered with a non-success status.
-    Http {
-        status: u16,
-        /// From `Retry-After` (seconds or date) or `x-ratelimit-reset-*`, if present.
-        retry_after: Option<Duration>,
-        /// A 400 whose body says the prompt exceeds the context window.
-        context_length_exceeded: bool,
-    },
-    /// No answer within the provider's `timeout_s`.
-    Timeout,
-    /// Could not connect (refused, DNS, TLS).
-    Connect,
-    /// The connection dropped mid-request.
-    Reset,
-    /// A success status with a body we cannot use (truncated or malformed JSON).
-    Malformed,
-}
+use crate::config::RunConfig;
+use crate::provider::Failure;
 
 /// What to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +32,14 @@ pub struct RetryPolicy {
     pub max_retry_after: Duration,
 }
 
-impl Default for RetryPolicy {
-    fn default() -> RetryPolicy {
+impl RetryPolicy {
+    /// The policy `[run]` configures.
+    pub fn new(run: &RunConfig) -> RetryPolicy {
         RetryPolicy {
-            max_retries: 3,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(120),
+            max_retries: run.max_retries,
+            base_delay: Duration::from_millis(run.retry_base_ms),
+            max_delay: Duration::from_millis(run.retry_max_delay_ms),
+            max_retry_after: Duration::from_secs(run.max_retry_after_s),
         }
     }
 }
@@ -110,6 +93,12 @@ pub fn decide(f: &Failure, attempt: u32, p: &RetryPolicy, jitter: f64) -> Action
 mod tests {
     use super::*;
 
+    /// The embedded default's `[run]`: 3 retries, 500 ms doubling to 30 s, Retry-After
+    /// up to 120 s.
+    fn default_policy() -> RetryPolicy {
+        RetryPolicy::new(&crate::config::Config::embedded().run)
+    }
+
     fn http(status: u16) -> Failure {
         Failure::Http {
             status,
@@ -120,7 +109,7 @@ mod tests {
 
     #[test]
     fn every_status_has_the_documented_answer() {
-        let p = RetryPolicy::default();
+        let p = default_policy();
         for status in 100..=599u16 {
             let got = decide(&http(status), 1, &p, 0.0);
             let want = match status {
@@ -134,7 +123,7 @@ mod tests {
 
     #[test]
     fn transport_errors_retry_then_fall_back() {
-        let p = RetryPolicy::default();
+        let p = default_policy();
         for f in [
             Failure::Timeout,
             Failure::Connect,
@@ -159,8 +148,9 @@ mod tests {
     fn backoff_is_bounded() {
         let p = RetryPolicy {
             max_retries: 40,
-            ..RetryPolicy::default()
+            ..default_policy()
         };
+        assert_eq!(p.max_delay, Duration::from_secs(30));
         assert_eq!(
             decide(&Failure::Timeout, 40, &p, 0.999_999),
             Action::Retry(p.max_delay.mul_f64(0.5 + 0.5 * 0.999_999))
@@ -169,7 +159,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_honoured() {
-        let p = RetryPolicy::default();
+        let p = default_policy();
         let f = |secs| Failure::Http {
             status: 429,
             retry_after: Some(Duration::from_secs(secs)),
@@ -194,7 +184,7 @@ mod tests {
             context_length_exceeded: true,
         };
         assert_eq!(
-            decide(&f, 1, &RetryPolicy::default(), 0.5),
+            decide(&f, 1, &default_policy(), 0.5),
             Action::NextLargerContext
         );
     }

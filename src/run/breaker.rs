@@ -32,6 +32,7 @@ impl Breaker {
         }
     }
 
+    #[cfg(test)]
     pub fn state(&self) -> State {
         self.state
     }

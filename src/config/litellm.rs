@@ -15,7 +15,6 @@ pub struct LitellmEntry {
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub max_tokens: Option<u64>,
-    pub litellm_provider: Option<String>,
 }
 
 impl LitellmEntry {

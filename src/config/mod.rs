@@ -1,7 +1,11 @@
-//! Configuration: the embedded default (seeds' prices and routing matrix) layered with
-//! `--config FILE` field by field, then a LiteLLM price import, then flags (clap maps
-//! `SWITCHYARD_*` environment variables onto flags). Produces a validated [`Config`]
-//! whose catalog the router and pricer index by number. No I/O beyond reading files.
+//! Configuration: the embedded default (`default.toml`: the seeds' prices and routing
+//! matrix, and every default) layered with `--config FILE` field by field, then a
+//! LiteLLM price import, then flags (clap maps `SWITCHYARD_*` variables onto flags).
+//! Produces a validated [`Config`] whose catalog the router and pricer index by
+//! number. No I/O beyond reading files.
+
+mod litellm;
+mod raw;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,11 +13,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::checks::CheckSet;
-use crate::money::PerMtok;
+use crate::money::{PerMtok, Usd};
 use crate::record::{Task, Tier};
-
-pub const DEFAULT_TOML: &str = include_str!("default_config.toml");
+use litellm::LitellmPrices;
+pub use raw::DEFAULT_TOML;
+use raw::{Layers, RawConfig, RawModel};
 
 /// A provider endpoint: how to reach it and what it may receive.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -44,22 +48,6 @@ pub enum Tokenizer {
     #[default]
     O200k,
     Cl100k,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct RawModel {
-    provider: String,
-    api_model: Option<String>,
-    litellm_name: Option<String>,
-    input_per_mtok: Option<f64>,
-    output_per_mtok: Option<f64>,
-    context_window: Option<u64>,
-    max_output_tokens: Option<u32>,
-    #[serde(default)]
-    tokenizer: Tokenizer,
-    token_factor: Option<f64>,
-    rpm: Option<u32>,
-    tpm: Option<u64>,
 }
 
 /// Where a model's price came from, shown by `switchyard models`.
@@ -99,6 +87,14 @@ pub struct Model {
     pub price_source: PriceSource,
 }
 
+impl Model {
+    /// What `input` prompt tokens and `output` completion tokens cost on this model:
+    /// each count times its price, never a sum of per-token prices.
+    pub fn cost(&self, input: u64, output: u64) -> Usd {
+        self.input_price.cost(input) + self.output_price.cost(output)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchModel {
@@ -106,40 +102,25 @@ pub enum BatchModel {
     Route,
 }
 
-#[derive(Debug, Deserialize)]
-struct RawDefaults {
-    tier: Tier,
-    baseline: String,
-    output_tokens: BTreeMap<Task, u32>,
-    prices: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RawRouting {
-    complex_upgrades_tier: bool,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClassifierConfig {
     pub long_context_tokens: u64,
     pub max_turns: usize,
-    #[serde(default)]
     pub llm: LlmClassifierConfig,
 }
 
 /// Which records the LLM classifier sees.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LlmScope {
     /// Records the local rules decided by a small margin.
-    #[default]
     Unsure,
     All,
 }
 
-/// `[classifier.llm]`: a cheap model asked for one word (seed 003), off by default.
+/// `[classifier.llm]`: a cheap model asked for one word (seed 003); see
+/// `classify::llm` for what it does.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default)]
 pub struct LlmClassifierConfig {
     pub enabled: bool,
     pub model: String,
@@ -150,28 +131,9 @@ pub struct LlmClassifierConfig {
     pub max_prompt_chars: usize,
 }
 
-impl Default for LlmClassifierConfig {
-    fn default() -> LlmClassifierConfig {
-        LlmClassifierConfig {
-            enabled: false,
-            model: "deepseek-chat".into(),
-            scope: LlmScope::Unsure,
-            max_margin: 4,
-            max_prompt_chars: 2000,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct RawInput {
-    batch_model: BatchModel,
-    max_line_bytes: u64,
-}
-
 /// The simulated provider of `run --simulate`: latency and injected faults, so a
 /// rehearsal exercises budgets, retries and limits. Rates are fractions of attempts.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default)]
 pub struct SimulateConfig {
     pub latency_ms: u64,
     pub rate_429: f64,
@@ -182,25 +144,12 @@ pub struct SimulateConfig {
     pub seed: u64,
 }
 
-impl Default for SimulateConfig {
-    fn default() -> SimulateConfig {
-        SimulateConfig {
-            latency_ms: 20,
-            rate_429: 0.0,
-            rate_5xx: 0.0,
-            rate_timeout: 0.0,
-            rate_truncated: 0.0,
-            seed: 0,
-        }
-    }
-}
-
-/// How `run` executes: retries, escalations.
+/// How `run` executes: retries, escalations, breakers, the journal, the drain.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default)]
 pub struct RunConfig {
     pub max_retries: u32,
     pub retry_base_ms: u64,
+    pub retry_max_delay_ms: u64,
     pub max_escalations: u32,
     pub breaker_failures: u32,
     pub breaker_cooldown_s: u64,
@@ -213,36 +162,27 @@ pub struct RunConfig {
     pub drain_timeout_s: u64,
 }
 
-impl Default for RunConfig {
-    fn default() -> RunConfig {
-        RunConfig {
-            max_retries: 3,
-            retry_base_ms: 500,
-            max_escalations: 1,
-            breaker_failures: 5,
-            breaker_cooldown_s: 30,
-            max_retry_after_s: 120,
-            journal_sync_ms: 1000,
-            drain_timeout_s: 30,
-        }
-    }
+/// `[checks]`: which escalation checks run on every answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct ChecksConfig {
+    pub empty: bool,
+    pub truncated: bool,
+    pub refusal: bool,
+    pub code_stub: bool,
+    pub hedging: bool,
+    pub labels: bool,
+    pub json: bool,
 }
 
-#[derive(Debug, Deserialize)]
-struct RawConfig {
-    defaults: RawDefaults,
-    routing: RawRouting,
-    classifier: ClassifierConfig,
-    input: RawInput,
-    providers: BTreeMap<String, Provider>,
-    models: BTreeMap<String, RawModel>,
-    routes: BTreeMap<Task, BTreeMap<Tier, Vec<String>>>,
-    #[serde(default)]
-    simulate: SimulateConfig,
-    #[serde(default)]
-    run: RunConfig,
-    #[serde(default)]
-    checks: CheckSet,
+/// What `run --on-budget` does with a record whose worst case no longer fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnBudget {
+    /// Use the cheapest remaining candidate that still fits.
+    Downgrade,
+    /// Mark the record `skipped_budget`.
+    Skip,
+    /// Finish what is in flight, mark the rest `skipped_budget`, exit 3.
+    Stop,
 }
 
 /// Index of a model in [`Config::models`].
@@ -263,8 +203,7 @@ pub struct Config {
     pub max_line_bytes: u64,
     pub simulate: SimulateConfig,
     pub run: RunConfig,
-    /// `[checks]`: which escalation checks run on answers.
-    pub checks: CheckSet,
+    pub checks: ChecksConfig,
     pub providers: BTreeMap<String, Provider>,
     pub models: Vec<Model>,
     /// `routes[task][tier]`: candidate models in order of preference.
@@ -288,159 +227,30 @@ impl Config {
         Config::load(&Overrides::default()).expect("embedded default config is valid")
     }
 
+    /// The layers read and merged, the prices imported, the catalog and routes
+    /// resolved by name to indexes, the flags applied.
     pub fn load(over: &Overrides) -> Result<Config> {
-        let mut merged: toml::Table = DEFAULT_TOML.parse().expect("embedded default parses");
-        let mut user = toml::Table::new();
-        if let Some(path) = &over.config_file {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
-            user = text
-                .parse::<toml::Table>()
-                .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
-            merge(&mut merged, user.clone());
-        }
-        let origin = over
-            .config_file
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "the embedded default".into());
-
+        let layers = Layers::read(over.config_file.as_deref())?;
         let mut warnings = Vec::new();
-        let raw: RawConfig = serde_ignored::deserialize(toml::Value::Table(merged), |path| {
-            warnings.push(format!("config {origin}: unknown key `{path}` ignored"))
-        })
-        .map_err(|e| anyhow::anyhow!("config {origin}: {}", e.to_string().trim()))?;
-
-        let prices_file = over.prices_file.clone().or_else(|| {
-            raw.defaults
-                .prices
-                .as_ref()
-                .map(|p| match &over.config_file {
-                    Some(cfg) if p.is_relative() => cfg.parent().unwrap_or(Path::new(".")).join(p),
-                    _ => p.clone(),
-                })
-        });
-        let litellm = match &prices_file {
-            Some(p) => Some(crate::catalog::LitellmPrices::read(p)?),
+        let raw = layers.deserialize(&mut warnings)?;
+        let litellm = match prices_file(over, &raw) {
+            Some(p) => Some(LitellmPrices::read(&p)?),
             None => None,
         };
-
-        let user_models = user.get("models").and_then(|m| m.as_table());
-        let user_sets = |model: &str, key: &str| {
-            user_models
-                .and_then(|m| m.get(model))
-                .and_then(|m| m.as_table())
-                .is_some_and(|m| m.contains_key(key))
-        };
-
-        let mut models = Vec::with_capacity(raw.models.len());
-        for (name, m) in &raw.models {
-            if !raw.providers.contains_key(&m.provider) {
-                bail!(
-                    "config {origin}: model `{name}` names unknown provider `{}`",
-                    m.provider
-                );
-            }
-            let mut source =
-                if user_sets(name, "input_per_mtok") || user_sets(name, "output_per_mtok") {
-                    PriceSource::Config
-                } else {
-                    PriceSource::Default
-                };
-            let mut input = m.input_per_mtok;
-            let mut output = m.output_per_mtok;
-            let mut context = m.context_window;
-            let mut max_out = m.max_output_tokens;
-            if let Some(entry) = litellm.as_ref().and_then(|l| {
-                l.find(
-                    name,
-                    m.litellm_name.as_deref(),
-                    m.api_model.as_deref(),
-                    &m.provider,
-                )
-            }) {
-                if !user_sets(name, "input_per_mtok") {
-                    if let Some(p) = entry.input_per_mtok() {
-                        input = Some(p);
-                        source = PriceSource::Litellm;
-                    }
-                }
-                if !user_sets(name, "output_per_mtok") {
-                    if let Some(p) = entry.output_per_mtok() {
-                        output = Some(p);
-                        source = PriceSource::Litellm;
-                    }
-                }
-                if !user_sets(name, "context_window") {
-                    context = entry.context_window().or(context);
-                }
-                if !user_sets(name, "max_output_tokens") {
-                    max_out = entry.max_output_tokens().or(max_out);
-                }
-            }
-            let price = |v: Option<f64>, key: &str| -> Result<PerMtok> {
-                let v =
-                    v.with_context(|| format!("config {origin}: model `{name}` has no `{key}`"))?;
-                PerMtok::from_usd_per_mtok(v)
-                    .with_context(|| format!("config {origin}: model `{name}`: `{key}` must be a non-negative number, got {v}"))
-            };
-            let factor = m.token_factor.unwrap_or(1.0);
-            if !(factor.is_finite() && factor > 0.0) {
-                bail!("config {origin}: model `{name}`: `token_factor` must be positive, got {factor}");
-            }
-            models.push(Model {
-                name: name.clone(),
-                provider: m.provider.clone(),
-                api_model: m.api_model.clone().unwrap_or_else(|| name.clone()),
-                input_price: price(input, "input_per_mtok")?,
-                output_price: price(output, "output_per_mtok")?,
-                context_window: context.with_context(|| {
-                    format!("config {origin}: model `{name}` has no `context_window`")
-                })?,
-                max_output_tokens: max_out.unwrap_or(4096),
-                tokenizer: m.tokenizer,
-                token_factor: factor,
-                rpm: m.rpm,
-                tpm: m.tpm,
-                price_source: source,
-            });
-        }
+        let origin = &layers.origin;
+        let models = raw
+            .models
+            .iter()
+            .map(|(name, m)| build_model(name, m, &raw, &layers, litellm.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         let index = |name: &str| models.iter().position(|m| m.name == name);
-
-        let mut routes = BTreeMap::new();
-        for (task, tiers) in &raw.routes {
-            for (tier, names) in tiers {
-                let mut ids = Vec::with_capacity(names.len());
-                for n in names {
-                    let id = index(n).with_context(|| {
-                        format!("config {origin}: route `{task}.{tier}` names unknown model `{n}`")
-                    })?;
-                    ids.push(id);
-                }
-                if ids.is_empty() {
-                    bail!("config {origin}: route `{task}.{tier}` has no candidates");
-                }
-                routes.insert((*task, *tier), ids);
-            }
-        }
-        for task in Task::ALL {
-            for tier in Tier::ALL {
-                if !routes.contains_key(&(*task, *tier)) {
-                    bail!("config {origin}: no route for task `{task}` on tier `{tier}`");
-                }
-            }
-            if !raw.defaults.output_tokens.contains_key(task) {
-                bail!("config {origin}: `defaults.output_tokens` has no entry for `{task}`");
-            }
-        }
-
+        let routes = build_routes(&raw, origin, index)?;
         let baseline_name = over.baseline.clone().unwrap_or(raw.defaults.baseline);
         let baseline = index(&baseline_name).with_context(|| {
             format!(
                 "baseline model `{baseline_name}` is not in the catalog (see `switchyard models`)"
             )
         })?;
-
         let llm = &raw.classifier.llm;
         let llm_classifier = match llm.enabled {
             false => None,
@@ -451,7 +261,6 @@ impl Config {
                 )
             })?),
         };
-
         Ok(Config {
             llm_classifier,
             tier: over.tier.unwrap_or(raw.defaults.tier),
@@ -537,16 +346,136 @@ impl Config {
     }
 }
 
-/// Deep-merges `over` into `base`: tables merge key by key, anything else replaces.
-fn merge(base: &mut toml::Table, over: toml::Table) {
-    for (k, v) in over {
-        match (base.get_mut(&k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
+/// The LiteLLM catalog to import: `--prices`, else `[defaults] prices` (relative to
+/// the config file that names it).
+fn prices_file(over: &Overrides, raw: &RawConfig) -> Option<PathBuf> {
+    over.prices_file.clone().or_else(|| {
+        raw.defaults
+            .prices
+            .as_ref()
+            .map(|p| match &over.config_file {
+                Some(cfg) if p.is_relative() => cfg.parent().unwrap_or(Path::new(".")).join(p),
+                _ => p.clone(),
+            })
+    })
+}
+
+/// One catalog entry, its prices by precedence: the user's file, then the LiteLLM
+/// import, then the embedded default.
+fn build_model(
+    name: &str,
+    m: &RawModel,
+    raw: &RawConfig,
+    layers: &Layers,
+    litellm: Option<&LitellmPrices>,
+) -> Result<Model> {
+    let origin = &layers.origin;
+    if !raw.providers.contains_key(&m.provider) {
+        bail!(
+            "config {origin}: model `{name}` names unknown provider `{}`",
+            m.provider
+        );
+    }
+    let user_sets = |key: &str| layers.user_sets(name, key);
+    let mut source = if user_sets("input_per_mtok") || user_sets("output_per_mtok") {
+        PriceSource::Config
+    } else {
+        PriceSource::Default
+    };
+    let (mut input, mut output) = (m.input_per_mtok, m.output_per_mtok);
+    let (mut context, mut max_out) = (m.context_window, m.max_output_tokens);
+    let entry = litellm.and_then(|l| {
+        l.find(
+            name,
+            m.litellm_name.as_deref(),
+            m.api_model.as_deref(),
+            &m.provider,
+        )
+    });
+    if let Some(entry) = entry {
+        if !user_sets("input_per_mtok") {
+            if let Some(p) = entry.input_per_mtok() {
+                input = Some(p);
+                source = PriceSource::Litellm;
             }
         }
+        if !user_sets("output_per_mtok") {
+            if let Some(p) = entry.output_per_mtok() {
+                output = Some(p);
+                source = PriceSource::Litellm;
+            }
+        }
+        if !user_sets("context_window") {
+            context = entry.context_window().or(context);
+        }
+        if !user_sets("max_output_tokens") {
+            max_out = entry.max_output_tokens().or(max_out);
+        }
     }
+    let price = |v: Option<f64>, key: &str| -> Result<PerMtok> {
+        let v = v.with_context(|| format!("config {origin}: model `{name}` has no `{key}`"))?;
+        PerMtok::from_usd_per_mtok(v).with_context(|| {
+            format!(
+                "config {origin}: model `{name}`: `{key}` must be a non-negative number, got {v}"
+            )
+        })
+    };
+    let factor = m.token_factor.unwrap_or(1.0);
+    if !(factor.is_finite() && factor > 0.0) {
+        bail!("config {origin}: model `{name}`: `token_factor` must be positive, got {factor}");
+    }
+    Ok(Model {
+        name: name.to_string(),
+        provider: m.provider.clone(),
+        api_model: m.api_model.clone().unwrap_or_else(|| name.to_string()),
+        input_price: price(input, "input_per_mtok")?,
+        output_price: price(output, "output_per_mtok")?,
+        context_window: context
+            .with_context(|| format!("config {origin}: model `{name}` has no `context_window`"))?,
+        max_output_tokens: max_out.unwrap_or(4096),
+        tokenizer: m.tokenizer,
+        token_factor: factor,
+        rpm: m.rpm,
+        tpm: m.tpm,
+        price_source: source,
+    })
+}
+
+/// Every task × tier route as model indexes; every task must have every tier and an
+/// output default.
+fn build_routes(
+    raw: &RawConfig,
+    origin: &str,
+    index: impl Fn(&str) -> Option<ModelId>,
+) -> Result<BTreeMap<(Task, Tier), Vec<ModelId>>> {
+    let mut routes = BTreeMap::new();
+    for (task, tiers) in &raw.routes {
+        for (tier, names) in tiers {
+            let ids = names
+                .iter()
+                .map(|n| {
+                    index(n).with_context(|| {
+                        format!("config {origin}: route `{task}.{tier}` names unknown model `{n}`")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if ids.is_empty() {
+                bail!("config {origin}: route `{task}.{tier}` has no candidates");
+            }
+            routes.insert((*task, *tier), ids);
+        }
+    }
+    for task in Task::ALL {
+        for tier in Tier::ALL {
+            if !routes.contains_key(&(*task, *tier)) {
+                bail!("config {origin}: no route for task `{task}` on tier `{tier}`");
+            }
+        }
+        if !raw.defaults.output_tokens.contains_key(task) {
+            bail!("config {origin}: `defaults.output_tokens` has no entry for `{task}`");
+        }
+    }
+    Ok(routes)
 }
 
 #[cfg(test)]

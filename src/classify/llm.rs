@@ -1,0 +1,92 @@
+//! The LLM classifier (`[classifier.llm]`, seed 003): a cheap model asked for one word
+//! about the records the local rules were unsure of (scope `unsure`), or about every
+//! record they decided (`all`). Everything about it but the call itself lives here:
+//! who is asked, the question and what it costs, reading the answer, and its own line
+//! in reports. `run` makes the call, reserved, rate-limited and charged like any other.
+
+use super::{ClassifiedBy, Decision};
+use crate::config::{ClassifierConfig, Config, LlmScope};
+use crate::record::{head, Job, Task};
+use crate::route::{price, Candidate};
+use crate::tokens::PromptTokens;
+
+/// Output tokens a one-word answer is estimated (and capped) at.
+pub const OUTPUT_TOKENS: u64 = 4;
+
+/// The task words the model may answer (the ones the rules decide too).
+const TASKS: [Task; 8] = [
+    Task::Code,
+    Task::Summarization,
+    Task::Translation,
+    Task::Classification,
+    Task::Extraction,
+    Task::Creative,
+    Task::Reasoning,
+    Task::Chat,
+];
+
+/// Whether the model should be asked about this record: only decisions of the local
+/// rules (never an explicit task, images or tool messages), and with scope `unsure`
+/// only those won by a small margin.
+pub fn wants(d: &Decision, cfg: &ClassifierConfig) -> bool {
+    cfg.llm.enabled
+        && d.classified_by == ClassifiedBy::Local
+        && d.margin != u16::MAX
+        && (cfg.llm.scope == LlmScope::All || d.margin < cfg.llm.max_margin)
+}
+
+/// The record as the model is asked about it: seed 003's one-word question over our
+/// task words, showing the first `max_prompt_chars` of the last user message. It
+/// carries the record's tags, so a tagged record's text only goes where the tag is
+/// allowed (otherwise the local decision stands).
+pub fn question(job: &Job, cfg: &ClassifierConfig) -> Job {
+    let words: Vec<&str> = TASKS.iter().map(|t| t.as_str()).collect();
+    let text = format!(
+        "Classify the request below. Return one word, one of: {}.\n\nRequest:\n{}\n\nClassification:",
+        words.join(", "),
+        head(job.last_user_text(), cfg.llm.max_prompt_chars)
+    );
+    Job {
+        max_tokens: Some(OUTPUT_TOKENS as u32),
+        temperature: Some(0.0),
+        tags: job.tags.clone(),
+        ..Job::from_prompt(&job.id, &text)
+    }
+}
+
+/// The question for `job` and its price on the configured model, when the model is
+/// to be asked and can take it.
+pub fn priced_question(
+    cfg: &Config,
+    job: &Job,
+    decision: &Decision,
+    tokens: &mut PromptTokens,
+) -> Option<(Job, Candidate)> {
+    let model = cfg
+        .llm_classifier
+        .filter(|_| wants(decision, &cfg.classifier))?;
+    let q = question(job, &cfg.classifier);
+    let c = price(cfg, &q, decision, model, tokens).ok()?;
+    Some((q, c))
+}
+
+/// The decision an answer makes: its first word, if it is a task word, with the
+/// record's complexity kept; `None` for an answer that is not one.
+pub fn decided(decision: &Decision, answer: &str) -> Option<Decision> {
+    let word = answer
+        .split_whitespace()
+        .next()?
+        .trim_matches(|c: char| !c.is_ascii_alphabetic())
+        .to_ascii_lowercase();
+    let task: Task = word.parse().ok()?;
+    TASKS.contains(&task).then_some(Decision {
+        task,
+        classified_by: ClassifiedBy::Llm,
+        ..*decision
+    })
+}
+
+/// The report line its calls are charged to: `MODEL (classifier)`.
+pub fn report_label(model: &str) -> String {
+    format!("{model} (classifier)")
+}

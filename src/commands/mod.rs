@@ -1,0 +1,39 @@
+//! The commands, one file each: load the config, run the shared front end (or `run`),
+//! render what it yields. Each returns how the process should end ([`Exit`]); an
+//! error is mapped to one by `main`.
+
+mod classify;
+mod models;
+mod plan;
+mod render;
+mod run;
+
+use anyhow::Result;
+
+use crate::cli::{Command, RoutingArgs};
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::input::Input;
+
+pub fn run(command: Command) -> Result<Exit> {
+    match command {
+        Command::Plan(a) => plan::plan(a),
+        Command::Run(a) => run::run(a),
+        Command::Classify(a) => classify::classify(a),
+        Command::Models(a) => models::models(a),
+    }
+}
+
+/// The config the flags name (its warnings printed) and the input.
+fn load(args: &RoutingArgs, baseline: Option<String>) -> Result<(Config, Input)> {
+    let cfg = load_config(&args.config.overrides(args.tier, baseline))?;
+    Ok((cfg, Input::from_arg(&args.input)))
+}
+
+fn load_config(over: &crate::config::Overrides) -> Result<Config> {
+    let cfg = Config::load(over)?;
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(cfg)
+}

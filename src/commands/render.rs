@@ -1,0 +1,192 @@
+//! How results look: the plan as a table or JSON, and the borderless tables every
+//! command prints.
+
+use std::io::Write;
+
+use anyhow::Result;
+use comfy_table::{presets, CellAlignment, Table};
+use serde_json::json;
+
+use crate::classify::llm;
+use crate::config::Config;
+use crate::evaluate::PlanSummary;
+use crate::input::Input;
+use crate::money::{group_thousands, Usd};
+
+pub fn usd(u: Usd) -> f64 {
+    u.as_f64()
+}
+
+pub fn plan_json(
+    cfg: &Config,
+    input: &Input,
+    s: &PlanSummary,
+    budget: Option<Usd>,
+) -> serde_json::Value {
+    let total = s.total.cost;
+    let models: Vec<_> = s
+        .report_rows(cfg)
+        .iter()
+        .map(|r| {
+            json!({
+                "model": r.model, "provider": r.provider, "requests": r.requests,
+                "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+                "cost_usd": usd(r.cost), "share_of_cost": total.share(r.cost),
+                "baseline_cost_usd": usd(r.baseline_cost), "savings_pct": r.savings_pct(),
+            })
+        })
+        .collect();
+    let tasks: Vec<_> = s
+        .tasks
+        .iter()
+        .map(|(t, l)| {
+            json!({
+                "task": t, "records": l.records, "input_tokens": l.input_tokens,
+                "output_tokens": l.output_tokens, "cost_usd": usd(l.cost),
+                "share_of_cost": total.share(l.cost),
+            })
+        })
+        .collect();
+    json!({
+        "input": input.label(),
+        "tier": cfg.tier,
+        "baseline": cfg.models[cfg.baseline].name,
+        "records": s.records,
+        "requests": s.total.records,
+        "invalid": s.invalid,
+        "unroutable": s.unroutable,
+        "input_tokens": s.total.input_tokens,
+        "output_tokens": s.total.output_tokens,
+        "total_cost_usd": usd(total),
+        "total_cost_exact": total.exact(),
+        "baseline_cost_usd": usd(s.total.baseline_cost),
+        "savings_pct": s.savings_pct(),
+        "cheapest_cost_usd": usd(s.cheapest_cost),
+        "budget_usd": budget.map(usd),
+        "fits_budget": budget.map(|b| total <= b),
+        "models": models,
+        "tasks": tasks,
+    })
+}
+
+/// A borderless table whose columns from `numeric_from` on are right-aligned.
+pub fn table(header: &[&str], numeric_from: usize) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING).set_header(header.to_vec());
+    for i in numeric_from..header.len() {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
+fn pct(share: f64) -> String {
+    format!("{:.1}%", share * 100.0)
+}
+
+pub fn write_plan_table(
+    out: &mut impl Write,
+    cfg: &Config,
+    input: &Input,
+    s: &PlanSummary,
+    budget: Option<Usd>,
+) -> Result<()> {
+    let total = s.total.cost;
+    writeln!(
+        out,
+        "plan: {} · tier {} · {} records ({} routed, {} invalid, {} unroutable)\n",
+        input.label(),
+        cfg.tier,
+        group_thousands(s.records),
+        group_thousands(s.total.records),
+        group_thousands(s.invalid),
+        group_thousands(s.unroutable)
+    )?;
+    let mut t = table(
+        &[
+            "model",
+            "provider",
+            "records",
+            "input tok",
+            "output tok",
+            "est. cost",
+            "share",
+        ],
+        2,
+    );
+    for (id, l) in &s.models {
+        let m = &cfg.models[*id];
+        t.add_row(vec![
+            m.name.clone(),
+            m.provider.clone(),
+            group_thousands(l.records),
+            group_thousands(l.input_tokens),
+            group_thousands(l.output_tokens),
+            l.cost.to_string(),
+            pct(total.share(l.cost)),
+        ]);
+    }
+    if let (Some(m), true) = (cfg.llm_classifier, s.classifier.records > 0) {
+        let l = &s.classifier;
+        t.add_row(vec![
+            llm::report_label(&cfg.models[m].name),
+            cfg.models[m].provider.clone(),
+            group_thousands(l.records),
+            group_thousands(l.input_tokens),
+            group_thousands(l.output_tokens),
+            l.cost.to_string(),
+            pct(total.share(l.cost)),
+        ]);
+    }
+    let tl = &s.total;
+    t.add_row(vec![
+        "total".into(),
+        String::new(),
+        group_thousands(tl.records),
+        group_thousands(tl.input_tokens),
+        group_thousands(tl.output_tokens),
+        tl.cost.to_string(),
+        pct(if total == Usd::ZERO { 0.0 } else { 1.0 }),
+    ]);
+    writeln!(out, "{t}\n")?;
+
+    let mut t = table(
+        &[
+            "task",
+            "records",
+            "input tok",
+            "output tok",
+            "est. cost",
+            "share",
+        ],
+        1,
+    );
+    for (task, l) in &s.tasks {
+        t.add_row(vec![
+            task.to_string(),
+            group_thousands(l.records),
+            group_thousands(l.input_tokens),
+            group_thousands(l.output_tokens),
+            l.cost.to_string(),
+            pct(total.share(l.cost)),
+        ]);
+    }
+    writeln!(out, "{t}\n")?;
+    writeln!(
+        out,
+        "baseline {}: {} for the same tokens; routing saves {:.1}%",
+        cfg.models[cfg.baseline].name,
+        tl.baseline_cost,
+        s.savings_pct()
+    )?;
+    writeln!(out, "cheapest eligible routing: {}", s.cheapest_cost)?;
+    if let Some(b) = budget {
+        if total <= b {
+            writeln!(out, "budget {b}: fits ({} of it)", pct(b.share(total)))?;
+        } else {
+            writeln!(out, "budget {b}: DOES NOT FIT (over by {})", total - b)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! `switchyard run`: flags into [`RunSettings`], the run, then its per-model report
+//! and summary (stderr, or JSON on stdout), and the exit status its outcome calls for.
+
+use std::io::{self, Write};
+
+use anyhow::Result;
+
+use serde_json::json;
+
+use super::render::{table, usd};
+use crate::cli::{Format, RunArgs};
+use crate::exit::{is_broken_pipe, Exit};
+use crate::money::{group_thousands, Usd};
+use crate::output::report::total_row;
+use crate::run::{RunSettings, RunSummary};
+
+pub fn run(args: RunArgs) -> Result<Exit> {
+    let (cfg, input) = super::load(&args.routing, args.baseline.clone())?;
+    let settings = RunSettings {
+        input,
+        budget: args.budget,
+        on_budget: args.on_budget,
+        concurrency: args.concurrency,
+        out: args.out.clone(),
+        strict: args.routing.strict,
+        simulate: args.simulate,
+        resume: args.resume,
+        force: args.force,
+        overwrite: args.overwrite,
+    };
+    let summary = match crate::run::run(cfg, settings) {
+        Err(err) if is_broken_pipe(&err) => {
+            // A reader that stops reading does not make a finished job.
+            eprintln!(
+                "error: stdout was closed before the run finished (broken pipe); results of \
+                 records still running were not delivered; use --out DIR to keep every result"
+            );
+            return Ok(Exit::Output);
+        }
+        other => other?,
+    };
+    let hint = args.out.as_ref().map(|_| resume_command());
+    run_summary(&summary, args.budget, hint);
+    if let (Format::Json, Some(_)) = (args.format, &args.out) {
+        writeln!(io::stdout().lock(), "{}", run_json(&summary, args.budget))?;
+    }
+    Ok(if summary.interrupted {
+        Exit::Interrupted
+    } else if summary.stopped_on_budget {
+        Exit::Budget
+    } else {
+        Exit::of_records(summary.not_ok)
+    })
+}
+
+/// This command line with `--resume` (keys come from the environment, never flags).
+fn resume_command() -> String {
+    let mut words: Vec<String> = std::env::args()
+        .filter(|a| a != "--overwrite")
+        .map(|a| {
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$`\\".contains(c)) {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            } else {
+                a
+            }
+        })
+        .collect();
+    if !words.iter().any(|w| w == "--resume") {
+        words.push("--resume".into());
+    }
+    words.join(" ")
+}
+
+/// `run`'s per-model report and summary line on stderr, and what a user must know
+/// about how it ended: an overrun of the budget, a stop on it, an interrupt.
+pub fn run_summary(s: &RunSummary, budget: Option<Usd>, resume_hint: Option<String>) {
+    let total = total_row(&s.report);
+    let mut t = table(
+        &[
+            "model",
+            "provider",
+            "requests",
+            "ok",
+            "failed",
+            "escalated",
+            "cost",
+            "p50 ms",
+            "p95 ms",
+        ],
+        2,
+    );
+    for r in s.report.iter().chain(std::iter::once(&total)) {
+        let ms = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.0}"));
+        t.add_row(vec![
+            r.model.clone(),
+            r.provider.clone().unwrap_or_default(),
+            group_thousands(r.requests),
+            group_thousands(r.ok),
+            group_thousands(r.failed),
+            group_thousands(r.escalated),
+            r.cost.to_string(),
+            ms(r.latency_p50_ms),
+            ms(r.latency_p95_ms),
+        ]);
+    }
+    eprintln!("{t}");
+    eprintln!(
+        "{} records, {} not ok; spent {} (baseline {} on the same tokens){}",
+        group_thousands(s.rows),
+        group_thousands(s.not_ok),
+        s.spent,
+        total.baseline_cost,
+        budget.map_or(String::new(), |b| format!("; budget {b}"))
+    );
+    if total.overrun_calls > 0 {
+        let over = budget.filter(|b| s.spent > *b).map_or(String::new(), |b| {
+            format!("; spend is over --budget by {}", s.spent - b)
+        });
+        eprintln!(
+            "warning: {} calls were billed {} more than the worst case reserved for them \
+             (the provider counted more tokens than switchyard); new requests are refused \
+             once the budget is used{over}",
+            group_thousands(total.overrun_calls),
+            total.overrun
+        );
+    }
+    if s.stopped_on_budget {
+        eprintln!("error: the run stopped on --budget; records not sent are marked skipped_budget");
+    }
+    if s.interrupted {
+        let abandoned = match s.abandoned {
+            0 => String::new(),
+            n => format!(" ({n} still in flight were abandoned)"),
+        };
+        let left = s
+            .remaining
+            .map_or("the rest of stdin".into(), group_thousands);
+        eprintln!(
+            "interrupted: {} records done, {left} not yet{abandoned}",
+            group_thousands(s.rows)
+        );
+        if let Some(hint) = resume_hint {
+            eprintln!("continue with: {hint}");
+        }
+    }
+}
+
+/// `run --format json`'s summary (with `--out`): one line on stdout.
+pub fn run_json(s: &RunSummary, budget: Option<Usd>) -> serde_json::Value {
+    let total = total_row(&s.report);
+    json!({
+        "records": s.rows, "not_ok": s.not_ok, "spent_usd": usd(s.spent),
+        "spent_exact": s.spent.exact(), "budget_usd": budget.map(usd),
+        "stopped_on_budget": s.stopped_on_budget, "interrupted": s.interrupted,
+        "baseline_cost_usd": usd(total.baseline_cost), "savings_pct": total.savings_pct(),
+        "overrun_usd": usd(total.overrun), "overrun_calls": total.overrun_calls,
+    })
+}

@@ -1,0 +1,160 @@
+//! The plan, folded record by record in input order: per-model and per-task totals,
+//! the baseline comparison, the cheapest routing, the LLM classifier's questions, and
+//! the bad records (duplicate ids among them).
+
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use rustc_hash::FxHasher;
+
+use super::{Evaluated, Outcome};
+use crate::classify::llm;
+use crate::config::{Config, ModelId};
+use crate::money::Usd;
+use crate::output::report::{savings_pct, ReportRow};
+use crate::record::Task;
+
+/// Remembers ids to reject duplicates. Keeps a 64-bit hash per id (8 bytes a record,
+/// the only memory that grows with the input), not the ids themselves; a false
+/// duplicate needs a hash collision, about 1 in 10^7 for a 10M-record file. The
+/// hashes are spread over 16 tables, so when one grows (the old and the new table
+/// both live for a moment) the transient is a sixteenth of the whole set, not all of it.
+#[derive(Default)]
+pub struct Dedup {
+    shards: [HashSet<u64, BuildHasherDefault<FxHasher>>; 16],
+}
+
+impl Dedup {
+    /// True the first time an id is seen.
+    pub fn first(&mut self, id: &str) -> bool {
+        let mut h = std::hash::DefaultHasher::new();
+        id.hash(&mut h);
+        let hash = h.finish();
+        self.shards[(hash >> 60) as usize].insert(hash)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Line {
+    pub records: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost: Usd,
+    pub baseline_cost: Usd,
+}
+
+impl Line {
+    fn add(&mut self, input: u64, output: u64, cost: Usd, baseline: Usd) {
+        self.records += 1;
+        self.input_tokens += input;
+        self.output_tokens += output;
+        self.cost += cost;
+        self.baseline_cost += baseline;
+    }
+}
+
+/// The whole plan, folded record by record in input order.
+#[derive(Debug, Default)]
+pub struct PlanSummary {
+    pub records: u64,
+    pub invalid: u64,
+    pub unroutable: u64,
+    pub models: BTreeMap<ModelId, Line>,
+    pub tasks: BTreeMap<Task, Line>,
+    pub total: Line,
+    /// Every routed record on its cheapest eligible candidate instead.
+    pub cheapest_cost: Usd,
+    /// Questions to the `[classifier.llm]` model (part of `total`'s cost).
+    pub classifier: Line,
+}
+
+impl PlanSummary {
+    /// Folds one record in. Returns the problem to report, if it has one.
+    pub fn add(&mut self, e: &Evaluated, dedup: &mut Dedup, cfg: &Config) -> Option<String> {
+        self.records += 1;
+        if !dedup.first(&e.id) {
+            self.invalid += 1;
+            return Some(format!(
+                "{}: duplicate id '{}' (an earlier record has it)",
+                e.position, e.id
+            ));
+        }
+        match &e.outcome {
+            Outcome::Done => None,
+            Outcome::Invalid(reason) => {
+                self.invalid += 1;
+                Some(format!("{}: {reason}", e.position))
+            }
+            Outcome::Unroutable { reason, .. } => {
+                self.unroutable += 1;
+                Some(format!("{} (id {}): {reason}", e.position, e.id))
+            }
+            Outcome::Routed {
+                decision,
+                route,
+                baseline_cost,
+                classifier_tokens,
+                ..
+            } => {
+                if let (Some(input), Some(m)) = (classifier_tokens, cfg.llm_classifier) {
+                    let out = llm::OUTPUT_TOKENS;
+                    let cost = cfg.models[m].cost(*input, out);
+                    let baseline = cfg.models[cfg.baseline].cost(*input, out);
+                    self.classifier.add(*input, out, cost, baseline);
+                    self.total.cost += cost;
+                    self.total.baseline_cost += baseline;
+                }
+                let c = route.chosen();
+                self.models.entry(c.model).or_default().add(
+                    c.input_tokens,
+                    c.output_tokens,
+                    c.cost,
+                    *baseline_cost,
+                );
+                self.tasks.entry(decision.task).or_default().add(
+                    c.input_tokens,
+                    c.output_tokens,
+                    c.cost,
+                    *baseline_cost,
+                );
+                self.total
+                    .add(c.input_tokens, c.output_tokens, c.cost, *baseline_cost);
+                self.cheapest_cost += route.cheapest().cost;
+                None
+            }
+        }
+    }
+
+    pub fn savings_pct(&self) -> f64 {
+        savings_pct(self.total.cost, self.total.baseline_cost)
+    }
+
+    /// The per-model report (estimates: `ok` = routed records, no latency).
+    pub fn report_rows(&self, cfg: &Config) -> Vec<ReportRow> {
+        let classifier = cfg
+            .llm_classifier
+            .filter(|_| self.classifier.records > 0)
+            .map(|m| (m, &self.classifier));
+        self.models
+            .iter()
+            .map(|(id, l)| (*id, l))
+            .chain(classifier)
+            .map(|(id, l)| ReportRow {
+                model: match std::ptr::eq(l, &self.classifier) {
+                    true => llm::report_label(&cfg.models[id].name),
+                    false => cfg.models[id].name.clone(),
+                },
+                provider: Some(cfg.models[id].provider.clone()),
+                requests: l.records,
+                ok: l.records,
+                failed: 0,
+                escalated: 0,
+                input_tokens: l.input_tokens,
+                output_tokens: l.output_tokens,
+                cost: l.cost,
+                baseline_cost: l.baseline_cost,
+                ..ReportRow::default()
+            })
+            .collect()
+    }
+}

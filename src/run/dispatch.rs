@@ -1,0 +1,358 @@
+//! The dispatcher: the one owner of a run's output state — the journal (or stdout),
+//! the cost tally, progress — and of when records start. It takes evaluated records
+//! from the reader thread a batch at a time, starts one task per record while there
+//! is room, and writes what the tasks report over a channel: billed calls and
+//! finished rows. It owns the journal's flush points and the Ctrl-C drain.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use tokio::sync::mpsc;
+
+use super::progress::Progress;
+use super::signals::{self, Interrupt};
+use super::task::{self, Context, ToOwner};
+use super::{RunSettings, RunSummary};
+use crate::config::Config;
+use crate::evaluate::{evaluate_batches, Evaluated, Outcome};
+use crate::exit::{Aborted, OutputFailed};
+use crate::input::Input;
+use crate::journal::{Carried, Journal, PositionSet, Restored};
+use crate::output::report::CostTally;
+use crate::output::{write_jsonl, ResultRow, Status};
+
+/// Where finished records go: stdout, or the journal in `--out`.
+pub(super) enum Output {
+    Stdout(std::io::BufWriter<std::io::Stdout>),
+    Journal(Journal),
+}
+
+impl Output {
+    /// Called before the next record starts and every 100 ms: what finished so far
+    /// reaches stdout or the journal file.
+    fn flush(&mut self) -> Result<()> {
+        match self {
+            Output::Stdout(out) => Ok(out.flush()?),
+            Output::Journal(j) => j.flush(),
+        }
+    }
+
+    /// The last write: flushed and, for the journal, synced.
+    fn close(self) -> Result<()> {
+        match self {
+            Output::Stdout(mut out) => Ok(out.flush()?),
+            Output::Journal(mut j) => j.sync(),
+        }
+    }
+}
+
+type Record = (Evaluated, Option<String>);
+
+/// How the loop ended.
+#[derive(PartialEq, Eq)]
+enum Ended {
+    /// Every record finished.
+    Finished,
+    /// An interrupt drained what was in flight (or the drain time ran out).
+    Drained,
+    /// A second interrupt: stop without waiting.
+    Aborted,
+}
+
+struct Dispatcher<'a> {
+    ctx: &'a Arc<Context>,
+    output: Output,
+    progress: Progress,
+    tally: CostTally,
+    /// Positions an earlier run finished (unchanged input).
+    done: &'a PositionSet,
+    /// Rows an earlier run finished, by record key (a forced resume on a changed input).
+    carried: Carried,
+    queue: std::vec::IntoIter<Record>,
+    seen: u64,
+    in_flight: usize,
+    input_ended: bool,
+    stopping: bool,
+    draining: bool,
+    rows: u64,
+    not_ok: u64,
+}
+
+impl Dispatcher<'_> {
+    fn emit(&mut self, (pos, key): (u64, u64), row: &ResultRow) -> Result<()> {
+        match &mut self.output {
+            Output::Stdout(out) => write_jsonl(out, row)?,
+            Output::Journal(j) => j.row(pos, key, row)?,
+        }
+        self.rows += 1;
+        self.not_ok += u64::from(!row.is_ok());
+        self.progress.finished(row);
+        Ok(())
+    }
+
+    /// Starts records while there is room: the queued ones first.
+    fn start_ready(&mut self, concurrency: usize) -> Result<()> {
+        while !self.draining && self.in_flight < concurrency {
+            let Some((e, problem)) = self.queue.next() else {
+                return Ok(());
+            };
+            self.seen += 1;
+            // Results finished so far are written before another record starts: a
+            // crash can lose at most `concurrency` of them.
+            self.output.flush()?;
+            let at = (e.position.number(), e.key);
+            if self.done.contains(at.0) {
+                continue;
+            }
+            // A forced resume on a changed input: the same record (its bytes) finished
+            // in an earlier run keeps that result at its new position.
+            if let (Some((offset, len)), Output::Journal(j)) =
+                (self.carried.take(e.key), &self.output)
+            {
+                let mut row = j.stored_row(offset, len)?;
+                row.id = e.id;
+                self.emit(at, &row)?;
+                continue;
+            }
+            match start(self.ctx, e, problem, self.stopping) {
+                Some(row) => self.emit(at, &row)?,
+                None => self.in_flight += 1,
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, msg: ToOwner) -> Result<()> {
+        match msg {
+            ToOwner::Call(call, spent) => {
+                if let Output::Journal(j) = &mut self.output {
+                    j.call(&call)?;
+                }
+                self.tally.add(&call);
+                self.progress.spent(spent);
+            }
+            ToOwner::StopOnBudget => self.stopping = true,
+            ToOwner::Done(pos, key, row) => {
+                self.in_flight -= 1;
+                self.emit((pos, key), &row)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until every record finished, or an interrupt drained or aborted the run.
+    async fn drive(
+        &mut self,
+        input: &mut mpsc::Receiver<Vec<Record>>,
+        from_tasks: &mut mpsc::UnboundedReceiver<ToOwner>,
+    ) -> Result<Ended> {
+        let cfg = &self.ctx.cfg;
+        let concurrency = self.ctx.concurrency;
+        let mut interrupts = signals::watch();
+        let mut flush_tick = tokio::time::interval(Duration::from_millis(100));
+        let mut drain_until: Option<tokio::time::Instant> = None;
+        loop {
+            self.start_ready(concurrency)?;
+            let starting_done = self.draining || (self.input_ended && self.queue.len() == 0);
+            if starting_done && self.in_flight == 0 {
+                return Ok(if self.draining {
+                    Ended::Drained
+                } else {
+                    Ended::Finished
+                });
+            }
+            let wants_input =
+                !starting_done && self.queue.len() == 0 && self.in_flight < concurrency;
+            tokio::select! {
+                biased;
+                Some(first) = from_tasks.recv() => {
+                    // Everything already queued, then start what the freed room allows.
+                    let mut next = Some(first);
+                    while let Some(msg) = next {
+                        self.take(msg)?;
+                        next = from_tasks.try_recv().ok();
+                    }
+                },
+                Some(what) = interrupts.recv() => match what {
+                    Interrupt::Abort => return Ok(Ended::Aborted),
+                    Interrupt::Drain if !self.draining => {
+                        let drain = Duration::from_secs(cfg.run.drain_timeout_s);
+                        self.progress.println(&format!(
+                            "interrupted: finishing {} records in flight (at most {}s); Ctrl-C again to abort",
+                            self.in_flight,
+                            drain.as_secs()
+                        ));
+                        self.draining = true;
+                        drain_until = Some(tokio::time::Instant::now() + drain);
+                    }
+                    Interrupt::Drain => {}
+                },
+                _ = sleep_until_some(drain_until) => return Ok(Ended::Drained),
+                _ = flush_tick.tick() => self.output.flush()?,
+                batch = input.recv(), if wants_input => match batch {
+                    None => {
+                        self.input_ended = true;
+                        self.progress.input_done(self.seen);
+                    }
+                    Some(batch) => self.queue = batch.into_iter(),
+                },
+            }
+        }
+    }
+}
+
+/// Runs the job: a reader thread evaluates the input, this task starts and collects
+/// the records. Whatever ends the run, the journal is synced before the error (or the
+/// summary) is returned, so no paid result is lost.
+pub(super) async fn dispatch(
+    ctx: Arc<Context>,
+    output: Output,
+    restored: Restored,
+    from_tasks: mpsc::UnboundedReceiver<ToOwner>,
+) -> Result<RunSummary> {
+    let Restored {
+        done,
+        tally,
+        records: already_done,
+        carried,
+        ..
+    } = restored;
+    let done = Arc::new(done);
+    // Evaluated records arrive a batch (about 1,000) at a time: one wake-up of the
+    // reader thread per batch, not per record.
+    let (input_tx, mut input_rx) = mpsc::channel::<Vec<Record>>(1);
+    let reader = {
+        let (cfg, s, done) = (ctx.cfg.clone(), ctx.settings.clone(), done.clone());
+        std::thread::spawn(move || read(&cfg, &s, &done, input_tx))
+    };
+    let s = &ctx.settings;
+    let mut d = Dispatcher {
+        ctx: &ctx,
+        output,
+        progress: Progress::new(&s.input, already_done, s.budget),
+        tally,
+        done: &done,
+        carried,
+        queue: Vec::new().into_iter(),
+        seen: 0,
+        in_flight: 0,
+        input_ended: false,
+        stopping: false,
+        draining: false,
+        rows: 0,
+        not_ok: 0,
+    };
+    let mut from_tasks = from_tasks;
+    let ended = d.drive(&mut input_rx, &mut from_tasks).await;
+    d.progress.clear();
+    if let Ok(Ended::Aborted) = ended {
+        // Stop at once: sync what is journaled, leave the rest (in flight, unread).
+        d.output.close().context(OutputFailed)?;
+        return Err(Aborted.into());
+    }
+    let interrupted = matches!(ended, Ok(Ended::Drained));
+    let mut remaining = None;
+    if interrupted && matches!(s.input, Input::File(_)) {
+        // Count what the input file still holds, for the resume hint (not stdin: a
+        // live pipe may never end).
+        let not_done = |(e, _): &Record| !done.contains(e.position.number());
+        let mut left = d.in_flight as u64 + d.queue.by_ref().filter(not_done).count() as u64;
+        while let Some(batch) = input_rx.recv().await {
+            left += batch.iter().filter(|r| not_done(r)).count() as u64;
+        }
+        remaining = Some(left);
+    }
+    drop(input_rx);
+    let read = reader.join().expect("reader thread panicked");
+    let closed = d.output.close();
+    ended.context(OutputFailed)?;
+    if !interrupted {
+        read?;
+    }
+    closed.context(OutputFailed)?;
+    let spent = ctx.shared.gate().committed();
+    Ok(RunSummary {
+        rows: d.rows,
+        not_ok: d.not_ok,
+        stopped_on_budget: d.stopping,
+        interrupted,
+        abandoned: d.in_flight,
+        remaining,
+        spent,
+        report: d.tally.rows(),
+    })
+}
+
+/// The reader thread: evaluates the input and hands it over a batch at a time. One
+/// evaluating thread outpaces the providers many times over; the cores are for the
+/// requests. Records an earlier run finished are not evaluated again.
+fn read(
+    cfg: &Config,
+    s: &RunSettings,
+    done: &PositionSet,
+    to_dispatcher: mpsc::Sender<Vec<Record>>,
+) -> Result<()> {
+    let done = |pos: u64| done.contains(pos);
+    evaluate_batches(cfg, &s.input, s.strict, 1, &done, |batch| {
+        to_dispatcher
+            .blocking_send(batch)
+            .map_err(|_| anyhow::anyhow!("run stopped"))
+    })
+    .map(drop)
+}
+
+/// Completes at `deadline`, or never without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts a record: returns its row at once when there is nothing to send.
+fn start(
+    ctx: &Arc<Context>,
+    e: Evaluated,
+    problem: Option<String>,
+    stopping: bool,
+) -> Option<ResultRow> {
+    let (pos, key) = (e.position.number(), e.key);
+    if let Some(p) = problem {
+        return Some(ResultRow::ended(e.id, Status::InvalidInput, p));
+    }
+    match e.outcome {
+        Outcome::Done => unreachable!("finished records are skipped before they start"),
+        Outcome::Invalid(reason) => Some(ResultRow::ended(e.id, Status::InvalidInput, reason)),
+        Outcome::Unroutable {
+            mut job,
+            decision,
+            tier,
+            reason,
+            ..
+        } => {
+            let mut row = task::row_for(e.id, &decision, &mut job);
+            row.tier = Some(tier);
+            row.error = Some(reason);
+            Some(row)
+        }
+        Outcome::Routed {
+            mut job,
+            decision,
+            route,
+            ..
+        } => {
+            let mut row = task::row_for(e.id, &decision, &mut job);
+            row.tier = Some(route.tier);
+            row.routed_model = Some(ctx.cfg.models[route.chosen().model].name.clone());
+            if stopping {
+                row.status = Status::SkippedBudget;
+                row.error = Some("the run stopped on --budget".into());
+                return Some(row);
+            }
+            task::spawn(ctx.clone(), pos, key, *job, decision, route, row);
+            None
+        }
+    }
+}

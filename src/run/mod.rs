@@ -1,0 +1,173 @@
+//! `run`: the records of a job executed with bounded concurrency. The [`dispatch`]er
+//! owns the run's output (journal or stdout), the cost tally and progress; each record
+//! is one [`task`], which walks its candidates ([`walk`]), passes the [`gate`] (budget
+//! ledger and circuit breakers) before each request, waits for the rate [`limits`],
+//! retries per [`policy`], [`checks`] the answer, and reports calls and its row back
+//! over a channel. Only `commands::run` uses this module.
+//!
+//! Providers are the configured HTTP APIs, or with `--simulate` the in-process
+//! simulator; a run never mixes them.
+
+mod breaker;
+mod budget;
+mod checks;
+mod dispatch;
+mod gate;
+mod limits;
+mod policy;
+mod progress;
+mod signals;
+mod task;
+mod walk;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, OnBudget};
+use crate::exit::OutputFailed;
+use crate::input::Input;
+use crate::journal::{self, Journal, Mode, Restored};
+use crate::money::{group_thousands, Usd};
+use crate::output::report::ReportRow;
+use crate::provider::Backend;
+use dispatch::{dispatch, Output};
+use gate::{Gate, Shared};
+
+pub struct RunSettings {
+    pub input: Input,
+    pub budget: Option<Usd>,
+    pub on_budget: OnBudget,
+    pub concurrency: usize,
+    pub out: Option<PathBuf>,
+    pub strict: bool,
+    /// Answer with the simulated provider instead of the configured HTTP APIs.
+    pub simulate: bool,
+    /// Continue the run journaled in `out` (`--resume`); `force` accepts a changed
+    /// input or config.
+    pub resume: bool,
+    pub force: bool,
+    /// Replace a run `out` already holds.
+    pub overwrite: bool,
+}
+
+/// The summary a run ends with.
+pub struct RunSummary {
+    /// Records with a result, over every run of this `--out` (resumes included).
+    pub rows: u64,
+    pub not_ok: u64,
+    pub stopped_on_budget: bool,
+    /// Ctrl-C or SIGTERM: the run drained and stopped; `--resume` continues it.
+    pub interrupted: bool,
+    /// Records still in flight when the drain time ran out (they run again on resume).
+    pub abandoned: usize,
+    /// After an interrupt: records the input file holds that have no result yet
+    /// (`None` for stdin, which is not read to its end).
+    pub remaining: Option<u64>,
+    pub spent: Usd,
+    pub report: Vec<ReportRow>,
+}
+
+/// Runs the job: opens the output (and the journal a resume continues), executes
+/// every record, then writes `results.parquet` and `cost_report.parquet` from the
+/// journal. An error before any request names what is wrong; one after work started
+/// carries [`OutputFailed`] when it was the output that failed.
+pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
+    let (output, restored) = open_output(&cfg, &s)?;
+    let backend = if s.simulate {
+        Backend::simulated(&cfg)
+    } else {
+        Backend::http(&cfg)?
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (tx, from_tasks) = mpsc::unbounded_channel();
+    let shared = {
+        // The limits' clocks start on the runtime that waits on them.
+        let _entered = rt.enter();
+        Shared {
+            backend,
+            limits: limits::Limits::new(&cfg),
+            gate: Mutex::new(Gate::new(
+                &cfg,
+                budget::Ledger::new(s.budget, restored.spent),
+            )),
+        }
+    };
+    let ctx = Arc::new(task::Context {
+        policy: policy::RetryPolicy::new(&cfg.run),
+        concurrency: s.concurrency.max(1),
+        cfg: Arc::new(cfg),
+        settings: Arc::new(s),
+        shared,
+        tx,
+    });
+    // The dispatcher runs as a task among the record tasks (not on this thread), so
+    // their messages to it rarely need a thread woken.
+    let task = rt.spawn(dispatch(ctx.clone(), output, restored, from_tasks));
+    let outcome = rt.block_on(task);
+    // Record tasks still running (abandoned by an abort or the drain timeout) are
+    // dropped, not waited for.
+    rt.shutdown_background();
+    let mut summary =
+        outcome.map_err(|e| anyhow::anyhow!("the run's dispatcher failed: {e}"))??;
+    if let Some(dir) = &ctx.settings.out {
+        let written =
+            journal::write_results(&dir.join(journal::FILE), dir).context(OutputFailed)?;
+        summary.rows = written.records;
+        summary.not_ok = written.not_ok;
+        crate::output::report::write_parquet(&dir.join("cost_report.parquet"), &summary.report)
+            .context(OutputFailed)?;
+    }
+    Ok(summary)
+}
+
+/// Stdout, or the journal in `--out` (opened per `--resume`/`--overwrite`, its
+/// fingerprint checked) with what earlier runs of it did.
+fn open_output(cfg: &Config, s: &RunSettings) -> Result<(Output, Restored)> {
+    let Some(dir) = &s.out else {
+        let stdout = std::io::BufWriter::new(std::io::stdout());
+        return Ok((Output::Stdout(stdout), Restored::default()));
+    };
+    if s.resume && !s.force && matches!(s.input, Input::Stdin) {
+        bail!(
+            "--resume cannot check stdin against the journal; give the input file (or add --force)"
+        );
+    }
+    let mode = match (s.resume, s.overwrite) {
+        (true, _) => Mode::Resume { force: s.force },
+        (false, true) => Mode::Overwrite,
+        (false, false) => Mode::Fresh,
+    };
+    let fingerprint = journal::fingerprint(cfg, &s.input, s.simulate)?;
+    let sync_every = Duration::from_millis(cfg.run.journal_sync_ms);
+    let (j, r) = Journal::open(dir, &fingerprint, mode, sync_every)?;
+    if r.torn_tail {
+        eprintln!(
+            "warning: {}: dropped a torn last line (a crash mid-write); that record runs again",
+            j.path().display()
+        );
+    }
+    if !r.carried.is_empty() {
+        eprintln!(
+            "resuming {} on a changed input (--force): {} finished records whose lines are unchanged keep their results; every other record runs; {} already spent",
+            dir.display(),
+            group_thousands(r.carried.len() as u64),
+            r.spent
+        );
+    } else if r.records > 0 {
+        eprintln!(
+            "resuming {}: {} records already done, {} already spent",
+            dir.display(),
+            group_thousands(r.done.len()),
+            r.spent
+        );
+    }
+    Ok((Output::Journal(j), r))
+}

@@ -1,0 +1,412 @@
+//! One record's task: ask the LLM classifier first when configured, then walk the
+//! route's candidates ([`Walk`] decides the order) — reserve the worst case at the
+//! gate, wait for the rate limits, send, retry transient failures per `policy`, check
+//! the answer — and report each billed call and the finished row to the dispatcher.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::checks::check;
+use super::gate::{Grant, Health, Held, Shared};
+use super::policy::{decide, Action, RetryPolicy};
+use super::walk::{Event, Next, Step, Walk};
+use super::RunSettings;
+use crate::classify::{llm, ClassifiedBy, Decision};
+use crate::config::{Config, ModelId};
+use crate::money::Usd;
+use crate::output::report::Call;
+use crate::output::{ResultRow, Status};
+use crate::provider::wire::Answer;
+use crate::provider::Failure;
+use crate::record::{Job, Task};
+use crate::route::{Candidate, Route};
+use crate::tokens::PromptTokens;
+
+/// What record tasks tell the dispatcher.
+pub(super) enum ToOwner {
+    /// An answered call (already settled in the gate), with the spend after it.
+    Call(Call, Usd),
+    StopOnBudget,
+    /// A finished record: its position, its key, its row.
+    Done(u64, u64, Box<ResultRow>),
+}
+
+/// What the dispatcher and every record task share for the run.
+pub(super) struct Context {
+    pub cfg: Arc<Config>,
+    pub settings: Arc<RunSettings>,
+    pub shared: Shared,
+    pub policy: RetryPolicy,
+    pub concurrency: usize,
+    pub tx: mpsc::UnboundedSender<ToOwner>,
+}
+
+/// A row for a record about to run (or that cannot): its id, decision and metadata.
+pub(super) fn row_for(id: String, decision: &Decision, job: &mut Job) -> ResultRow {
+    ResultRow {
+        task: Some(decision.task),
+        complexity: Some(decision.complexity),
+        classified_by: Some(decision.classified_by),
+        metadata: job.metadata.take(),
+        ..ResultRow::new(id)
+    }
+}
+
+/// Starts the record's task. Its row reaches the dispatcher when it ends, however it
+/// ends (see [`Finish`]).
+pub(super) fn spawn(
+    ctx: Arc<Context>,
+    pos: u64,
+    key: u64,
+    job: Job,
+    decision: Decision,
+    route: Route,
+    row: ResultRow,
+) {
+    let mut finish = Finish {
+        pos,
+        key,
+        row: Some(row),
+        tx: ctx.tx.clone(),
+    };
+    tokio::spawn(async move {
+        let row = finish.row.as_mut().expect("taken only when finishing");
+        execute(&ctx, job, decision, route, row).await;
+        finish.send();
+    });
+}
+
+/// A record task's row, sent to the dispatcher when the task ends. Should the task
+/// panic, dropping this during the unwind still sends the row (as failed), so every
+/// record ends with a row and the run always finishes.
+struct Finish {
+    pos: u64,
+    key: u64,
+    row: Option<ResultRow>,
+    tx: mpsc::UnboundedSender<ToOwner>,
+}
+
+impl Finish {
+    fn send(&mut self) {
+        if let Some(row) = self.row.take() {
+            let _ = self
+                .tx
+                .send(ToOwner::Done(self.pos, self.key, Box::new(row)));
+        }
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if let Some(row) = &mut self.row {
+            row.status = Status::Failed;
+            row.error = Some("internal error while executing this record".into());
+            self.send();
+        }
+    }
+}
+
+/// Charges an answered call: settled in the gate, then journaled by the dispatcher.
+fn settle(ctx: &Context, held: Held<'_>, mut call: Call) {
+    let spent;
+    (spent, call.overrun) = held.settle(call.cost);
+    let _ = ctx.tx.send(ToOwner::Call(call, spent));
+}
+
+/// How the attempts on one candidate ended.
+enum Tried {
+    Answered(Answer),
+    /// Give up on this model (after retries, or at once); the breaker learns `Health`.
+    Next(Health),
+    /// The prompt is too long for this model.
+    TooLong,
+    /// The request itself is bad (400/422).
+    Rejected,
+}
+
+/// Runs one record through its candidates. Every call is charged to the model that
+/// made it; the row ends with the final (or best) answer.
+async fn execute(ctx: &Context, job: Job, decision: Decision, route: Route, row: &mut ResultRow) {
+    let cfg = &ctx.cfg;
+    let (decision, route) = match llm::wants(&decision, &cfg.classifier) {
+        true => ask_llm(ctx, &job, decision, route, row).await,
+        false => (decision, route),
+    };
+    let steps = route
+        .candidates
+        .iter()
+        .map(|c| Step {
+            worst_cost: c.worst_cost,
+            context_window: cfg.models[c.model].context_window,
+        })
+        .collect();
+    let mut walk = Walk::new(steps, ctx.settings.on_budget, cfg.run.max_escalations);
+    let mut best: Option<ResultRow> = None;
+    let mut last_error = String::new();
+    let mut next = walk.first();
+    let ending = loop {
+        let i = match next {
+            Next::Try(i) => i,
+            ending => break ending,
+        };
+        let c = route.candidates[i];
+        let model = &cfg.models[c.model];
+        let held = match ctx.shared.ask(c.model, c.worst_cost) {
+            Grant::Granted(held) => held,
+            Grant::BreakerOpen => {
+                last_error = format!("{}: circuit open", model.name);
+                next = walk.after(Event::BreakerOpen);
+                continue;
+            }
+            Grant::NoBudget(short) => {
+                last_error = format!(
+                    "budget: {} needs up to {}, {} left",
+                    model.name, short.needed, short.available
+                );
+                next = walk.after(Event::NoBudget);
+                if walk.stops_the_run() {
+                    let _ = ctx.tx.send(ToOwner::StopOnBudget);
+                }
+                continue;
+            }
+        };
+        let started = Instant::now();
+        let answer = match try_candidate(ctx, &job, decision.task, &c, row, &mut last_error).await {
+            Tried::Answered(answer) => answer,
+            Tried::Next(health) => {
+                held.release(health);
+                next = walk.after(Event::GaveUp);
+                continue;
+            }
+            // Our count said it fits; the provider counts more. The model answered:
+            // it is not failing.
+            Tried::TooLong => {
+                held.release(Health::Answered);
+                next = walk.after(Event::TooLong);
+                continue;
+            }
+            Tried::Rejected => {
+                held.release(Health::Answered);
+                next = walk.after(Event::Rejected);
+                continue;
+            }
+        };
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let weakness = check(
+            &job,
+            decision.task,
+            &answer.text,
+            answer.finish_reason.as_deref(),
+            &cfg.checks,
+        );
+        let escalate = walk.escalates(weakness.is_some());
+        let call = billed_call(
+            cfg,
+            c.model,
+            model.name.clone(),
+            &answer,
+            escalate,
+            latency_ms,
+        );
+        row.cost_usd += call.cost;
+        settle(ctx, held, call);
+        row.input_tokens += answer.input_tokens;
+        row.output_tokens += answer.output_tokens;
+        row.latency_ms = Some(row.latency_ms.unwrap_or(0) + latency_ms);
+        row.final_model = Some(model.name.clone());
+        row.provider = Some(model.provider.clone());
+        row.response = Some(answer.text);
+        row.finish_reason = answer.finish_reason;
+        row.status = Status::Ok;
+        if let (true, Some(w)) = (escalate, weakness) {
+            row.escalations.push(w.as_str().to_string());
+            best = Some(row.clone());
+        }
+        next = walk.after(Event::Answered {
+            weak: weakness.is_some(),
+        });
+    };
+    row.fallbacks = walk.fallbacks();
+    match ending {
+        Next::Done => {}
+        // An escalation that found nothing better keeps the answer it had, with the
+        // spend of every call.
+        Next::KeepEarlier => {
+            let mut b = best.take().expect("an escalation keeps its earlier answer");
+            b.cost_usd = row.cost_usd;
+            b.attempts = row.attempts;
+            b.fallbacks = row.fallbacks;
+            b.error = Some(last_error);
+            *row = b;
+        }
+        Next::Failed | Next::SkippedBudget => {
+            row.status = match ending {
+                Next::SkippedBudget => Status::SkippedBudget,
+                _ => Status::Failed,
+            };
+            row.error = Some(if last_error.is_empty() {
+                "no candidate answered".into()
+            } else {
+                last_error
+            });
+        }
+        Next::Try(_) => unreachable!("the walk ended"),
+    }
+}
+
+/// Sends the record to one candidate, retrying as the policy says, until it answers
+/// or the candidate is given up. `last_error` keeps the latest reason.
+async fn try_candidate(
+    ctx: &Context,
+    job: &Job,
+    task: Task,
+    c: &Candidate,
+    row: &mut ResultRow,
+    last_error: &mut String,
+) -> Tried {
+    let (cfg, shared, policy) = (&ctx.cfg, &ctx.shared, &ctx.policy);
+    let model = &cfg.models[c.model];
+    let cap = job
+        .max_tokens
+        .map_or(u64::from(model.max_output_tokens), u64::from);
+    let mut attempt = 0u32;
+    loop {
+        if let Err(big) = shared
+            .limits
+            .acquire(c.model, c.input_tokens + c.output_tokens)
+            .await
+        {
+            *last_error = format!(
+                "{}: the request needs up to {} tokens, more than the tpm of {}",
+                model.name, big.tokens, big.tpm
+            );
+            return Tried::Next(Health::Unknown);
+        }
+        attempt += 1;
+        row.attempts += 1;
+        let failure = match shared
+            .backend
+            .complete(job, task, model, c, cap, attempt)
+            .await
+        {
+            Ok(a) => return Tried::Answered(a),
+            Err((failure, msg)) => {
+                *last_error = format!("{}: {msg}", model.name);
+                failure
+            }
+        };
+        if let Failure::Http {
+            status: 429,
+            retry_after: Some(wait),
+            ..
+        } = failure
+        {
+            if wait > policy.max_retry_after {
+                // Out of quota for longer than we wait: the model is unavailable, and
+                // its breaker (not a pause) keeps other records off it.
+                return Tried::Next(Health::Unavailable);
+            }
+            shared.limits.pause(c.model, wait);
+        }
+        let jitter = (row.attempts as f64 * 0.618_034).fract();
+        match decide(&failure, attempt, policy, jitter) {
+            Action::Retry(delay) => tokio::time::sleep(delay).await,
+            Action::NextCandidate => return Tried::Next(Health::Failed),
+            Action::NextLargerContext => return Tried::TooLong,
+            Action::Fail => return Tried::Rejected,
+        }
+    }
+}
+
+/// Asks the `[classifier.llm]` model for the record's task: one attempt, reserved,
+/// rate-limited and charged like any call, on its own report line. A usable answer
+/// naming another task re-routes the record; anything else keeps the local decision.
+async fn ask_llm(
+    ctx: &Context,
+    job: &Job,
+    decision: Decision,
+    route: Route,
+    row: &mut ResultRow,
+) -> (Decision, Route) {
+    let cfg = &ctx.cfg;
+    let mut tokens = PromptTokens::default();
+    let Some((question, c)) = llm::priced_question(cfg, job, &decision, &mut tokens) else {
+        return (decision, route);
+    };
+    let Grant::Granted(held) = ctx.shared.ask(c.model, c.worst_cost) else {
+        return (decision, route);
+    };
+    let model = &cfg.models[c.model];
+    if ctx
+        .shared
+        .limits
+        .acquire(c.model, c.input_tokens + c.output_tokens)
+        .await
+        .is_err()
+    {
+        return (decision, route);
+    }
+    let started = Instant::now();
+    let answer = ctx
+        .shared
+        .backend
+        .complete(
+            &question,
+            Task::Classification,
+            model,
+            &c,
+            c.output_tokens,
+            1,
+        )
+        .await;
+    let Ok(answer) = answer else {
+        held.release(Health::Failed);
+        return (decision, route);
+    };
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let label = llm::report_label(&model.name);
+    let call = billed_call(cfg, c.model, label, &answer, false, latency_ms);
+    row.cost_usd += call.cost;
+    settle(ctx, held, call);
+    let Some(asked) = llm::decided(&decision, &answer.text) else {
+        return (decision, route);
+    };
+    match crate::route::route(cfg, job, &asked, cfg.tier, &mut tokens) {
+        Ok(rerouted) => {
+            row.task = Some(asked.task);
+            row.classified_by = Some(ClassifiedBy::Llm);
+            row.tier = Some(rerouted.tier);
+            row.routed_model = Some(cfg.models[rerouted.chosen().model].name.clone());
+            (asked, rerouted)
+        }
+        // The answer's task has no eligible model for this record: keep ours.
+        Err(_) => (decision, route),
+    }
+}
+
+/// An answered call, charged to `model` (reported as `name`) at its prices, with what
+/// the same tokens would have cost on the baseline.
+fn billed_call(
+    cfg: &Config,
+    model: ModelId,
+    name: String,
+    answer: &Answer,
+    escalated: bool,
+    latency_ms: u64,
+) -> Call {
+    let (input, output) = (answer.input_tokens, answer.output_tokens);
+    Call {
+        model: name,
+        provider: cfg.models[model].provider.clone(),
+        ok: true,
+        escalated,
+        input_tokens: input,
+        output_tokens: output,
+        cost: cfg.models[model].cost(input, output),
+        baseline_cost: cfg.models[cfg.baseline].cost(input, output),
+        latency_ms,
+        overrun: Usd::ZERO,
+    }
+}
