@@ -99,12 +99,13 @@ pub struct RunArgs {
     /// Replace the run --out already holds.
     #[arg(long, requires = "out", conflicts_with = "resume")]
     pub overwrite: bool,
-    /// Records in flight at once.
-    #[arg(long, value_name = "N", default_value_t = 16)]
-    pub concurrency: usize,
-    /// When a record's worst case no longer fits the budget.
-    #[arg(long, value_enum, default_value_t = OnBudget::Downgrade)]
-    pub on_budget: OnBudget,
+    /// Records in flight at once (default from config `[run] concurrency`: 16).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// When a record's worst case no longer fits the budget: downgrade, skip or stop
+    /// (default from config `[run] on_budget`: downgrade).
+    #[arg(long, value_name = "POLICY", value_parser = parse_on_budget)]
+    pub on_budget: Option<OnBudget>,
     /// Summary format (json goes to stdout when --out is given).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -132,6 +133,10 @@ pub enum Format {
 }
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
+    s.parse()
+}
+
+fn parse_on_budget(s: &str) -> Result<OnBudget, String> {
     s.parse()
 }
 

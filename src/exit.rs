@@ -10,7 +10,8 @@ pub enum Exit {
     Ok,
     /// Some records are invalid, unroutable, failed or skipped; the rest ran.
     SomeFailed,
-    /// A usage, config or input error: nothing ran, or `--strict` met a bad record.
+    /// A usage, config or input error: found before any work, or an input that
+    /// `--strict` (or a damaged file) stopped part way.
     Usage,
     /// `plan`: the estimate does not fit `--budget`; `run`: stopped on `--budget`.
     Budget,
@@ -64,7 +65,7 @@ impl From<Exit> for ExitCode {
 /// Context on an error that happened after `run` started work: writing the journal,
 /// stdout or an output file. Exit 4, never mistaken for a usage error.
 #[derive(Debug, thiserror::Error)]
-#[error("the run could not write its results (what the journal holds stays resumable)")]
+#[error("the run could not finish its output (what the journal holds stays resumable)")]
 pub struct OutputFailed;
 
 /// A second Ctrl-C or SIGTERM: the run stopped without waiting for requests in flight.
@@ -99,7 +100,7 @@ mod tests {
         assert_eq!(Exit::of_error(&output), Exit::Output);
         assert_eq!(
             format!("{output:#}"),
-            "the run could not write its results (what the journal holds stays resumable): disk full"
+            "the run could not finish its output (what the journal holds stays resumable): disk full"
         );
         assert_eq!(
             Exit::of_error(&anyhow::Error::new(Aborted)),

@@ -1,10 +1,11 @@
 //! The router: a classified record + its tier -> the ordered candidates that may
 //! answer it, each priced. Pure. Eligibility: the prompt plus the output fits the
 //! context window, `max_tokens` fits the model's output cap, the provider is allowed
-//! every tag on the record, and the expected cost fits `max_cost_usd` and what is left
-//! of the budget. No eligible candidate is a reason, not a panic.
+//! every tag on the record, and the expected cost fits `max_cost_usd` (the run's budget
+//! is the gate's to check, at send time). No eligible candidate is a reason, not a
+//! panic.
 
-use crate::classify::Decision;
+use crate::classify::{llm, Decision};
 use crate::config::{Config, ModelId};
 use crate::money::Usd;
 use crate::record::{Complexity, Job, Tier};
@@ -38,7 +39,7 @@ impl Route {
         &self.candidates[0]
     }
 
-    /// The cheapest eligible candidate (what `--on-budget downgrade` falls back to).
+    /// The cheapest eligible candidate (the plan's "cheapest eligible routing").
     pub fn cheapest(&self) -> &Candidate {
         self.candidates
             .iter()
@@ -93,8 +94,8 @@ pub fn price(
         ));
     }
     let worst_output = job.max_tokens.map_or(cap, u64::from);
-    let cost = m.input_price.cost(input) + m.output_price.cost(output);
-    let worst_cost = m.input_price.cost(input) + m.output_price.cost(worst_output);
+    let cost = m.cost(input, output);
+    let worst_cost = m.cost(input, worst_output);
     if let Some(limit) = job.max_cost {
         if cost > limit {
             return Err(format!(
@@ -110,6 +111,22 @@ pub fn price(
         cost,
         worst_cost,
     })
+}
+
+/// The `[classifier.llm]` question about `job` and its price on the classifier's
+/// model, when that model is to be asked and can take it.
+pub fn classifier_question(
+    cfg: &Config,
+    job: &Job,
+    decision: &Decision,
+    tokens: &mut PromptTokens,
+) -> Option<(Job, Candidate)> {
+    let model = cfg
+        .llm_classifier
+        .filter(|_| llm::wants(decision, &cfg.classifier))?;
+    let q = llm::question(job, &cfg.classifier);
+    let c = price(cfg, &q, decision, model, tokens).ok()?;
+    Some((q, c))
 }
 
 /// Routes a record: the candidates of its task × tier (or its pinned model) that are

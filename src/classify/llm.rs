@@ -1,14 +1,13 @@
 //! The LLM classifier (`[classifier.llm]`, seed 003): a cheap model asked for one word
 //! about the records the local rules were unsure of (scope `unsure`), or about every
 //! record they decided (`all`). Everything about it but the call itself lives here:
-//! who is asked, the question and what it costs, reading the answer, and its own line
-//! in reports. `run` makes the call, reserved, rate-limited and charged like any other.
+//! who is asked, the question, reading the answer, and its own line in reports. The
+//! router prices the question (`route::classifier_question`); `run` makes the call,
+//! reserved, rate-limited and charged like any other.
 
 use super::{ClassifiedBy, Decision};
-use crate::config::{ClassifierConfig, Config, LlmScope};
+use crate::config::{ClassifierConfig, LlmScope};
 use crate::record::{head, Job, Task};
-use crate::route::{price, Candidate};
-use crate::tokens::PromptTokens;
 
 /// Output tokens a one-word answer is estimated (and capped) at.
 pub const OUTPUT_TOKENS: u64 = 4;
@@ -52,22 +51,6 @@ pub fn question(job: &Job, cfg: &ClassifierConfig) -> Job {
         tags: job.tags.clone(),
         ..Job::from_prompt(&job.id, &text)
     }
-}
-
-/// The question for `job` and its price on the configured model, when the model is
-/// to be asked and can take it.
-pub fn priced_question(
-    cfg: &Config,
-    job: &Job,
-    decision: &Decision,
-    tokens: &mut PromptTokens,
-) -> Option<(Job, Candidate)> {
-    let model = cfg
-        .llm_classifier
-        .filter(|_| wants(decision, &cfg.classifier))?;
-    let q = question(job, &cfg.classifier);
-    let c = price(cfg, &q, decision, model, tokens).ok()?;
-    Some((q, c))
 }
 
 /// The decision an answer makes: its first word, if it is a task word, with the

@@ -1,5 +1,5 @@
-//! How results look: the plan as a table or JSON, and the borderless tables every
-//! command prints.
+//! How results look: the plan as a table or JSON, and the borderless tables `plan`,
+//! `models` and `run` print.
 
 use std::io::Write;
 

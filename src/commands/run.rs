@@ -19,8 +19,8 @@ pub fn run(args: RunArgs) -> Result<Exit> {
     let settings = RunSettings {
         input,
         budget: args.budget,
-        on_budget: args.on_budget,
-        concurrency: args.concurrency,
+        on_budget: args.on_budget.unwrap_or(cfg.run.on_budget),
+        concurrency: args.concurrency.unwrap_or(cfg.run.concurrency),
         out: args.out.clone(),
         strict: args.routing.strict,
         simulate: args.simulate,

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::money::{PerMtok, Usd};
-use crate::record::{Task, Tier};
+use crate::record::{word_enum, Task, Tier};
 use litellm::LitellmPrices;
 pub use raw::DEFAULT_TOML;
 use raw::{Layers, RawConfig, RawModel};
@@ -144,9 +144,14 @@ pub struct SimulateConfig {
     pub seed: u64,
 }
 
-/// How `run` executes: retries, escalations, breakers, the journal, the drain.
+/// How `run` executes: concurrency, the budget policy, retries, escalations,
+/// breakers, the journal, the drain.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct RunConfig {
+    /// Records in flight at once (`--concurrency` overrides).
+    pub concurrency: usize,
+    /// `--on-budget` overrides.
+    pub on_budget: OnBudget,
     pub max_retries: u32,
     pub retry_base_ms: u64,
     pub retry_max_delay_ms: u64,
@@ -174,16 +179,17 @@ pub struct ChecksConfig {
     pub json: bool,
 }
 
-/// What `run --on-budget` does with a record whose worst case no longer fits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnBudget {
-    /// Use the cheapest remaining candidate that still fits.
-    Downgrade,
-    /// Mark the record `skipped_budget`.
-    Skip,
-    /// Finish what is in flight, mark the rest `skipped_budget`, exit 3.
-    Stop,
-}
+word_enum!(
+    /// What `run` does with a record whose worst case no longer fits the budget:
+    /// use the cheapest later candidate that fits (`downgrade`), mark it
+    /// `skipped_budget` (`skip`), or finish what is in flight and mark the rest
+    /// `skipped_budget`, exit 3 (`stop`).
+    OnBudget {
+        Downgrade = "downgrade",
+        Skip = "skip",
+        Stop = "stop",
+    }
+);
 
 /// Index of a model in [`Config::models`].
 pub type ModelId = usize;

@@ -1,7 +1,10 @@
 //! The config as written: TOML layers (the embedded default, then `--config FILE`)
 //! merged field by field, and the serde shapes they deserialize into before
-//! validation. Every default lives in `default.toml`, nowhere else: the merged table
-//! always holds every key.
+//! validation. Every section's defaults (`[run]`, `[checks]`, `[classifier]`,
+//! `[simulate]`, `[input]`, `[defaults]`) live in `default.toml` alone, so the merged
+//! table always holds those keys. A provider or model the user adds has its optional
+//! fields defaulted where they are read (`timeout_s`, `token_factor`,
+//! `max_output_tokens`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

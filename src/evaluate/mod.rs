@@ -1,7 +1,8 @@
 //! The front end every command shares: each record of the input evaluated — parsed,
 //! classified, routed and priced — on worker threads (`pipeline`), handed on in input
-//! order a batch at a time (`stream`), and folded into the plan (`summary`). Pure but
-//! for reading the input; `plan` and `classify` render what it yields, `run` executes it.
+//! order a batch at a time (`stream`), and folded into the plan (`summary`). It reads
+//! the input and reports bad records on stderr, nothing else; `plan` and `classify`
+//! render what it yields, `run` executes it.
 
 mod pipeline;
 mod stream;
@@ -10,13 +11,13 @@ mod summary;
 pub use stream::{evaluate_all, evaluate_batches};
 pub use summary::{Dedup, Line, PlanSummary};
 
-use crate::classify::{classify, llm, Decision};
+use crate::classify::{classify, Decision};
 use crate::config::{Config, Tokenizer};
 use crate::input::parse::parse_record;
 use crate::input::Batch;
 use crate::money::Usd;
 use crate::record::{Job, Position, Tier};
-use crate::route::{route, Route};
+use crate::route::{classifier_question, route, Route};
 use crate::tokens::PromptTokens;
 
 /// One record after evaluation.
@@ -79,7 +80,7 @@ pub fn evaluate_batch(
                             let baseline_cost =
                                 cfg.models[cfg.baseline].cost(c.input_tokens, c.output_tokens);
                             let classifier_tokens =
-                                llm::priced_question(cfg, &job, &decision, &mut tokens)
+                                classifier_question(cfg, &job, &decision, &mut tokens)
                                     .map(|(_, c)| c.input_tokens);
                             Outcome::Routed {
                                 job: Box::new(job),

@@ -358,7 +358,7 @@ mod tests {
         let (_, r) =
             Journal::open(dir.path(), &fp("a"), Mode::Resume { force: false }, NOW).unwrap();
         assert!(!r.torn_tail);
-        assert_eq!(r.done.len(), 4);
+        assert_eq!(r.done.count(), 4);
     }
 
     #[test]

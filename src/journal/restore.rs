@@ -81,12 +81,9 @@ impl PositionSet {
             .is_some_and(|w| w & (1 << (pos % 64)) != 0)
     }
 
-    pub fn len(&self) -> u64 {
+    /// How many positions the set holds.
+    pub fn count(&self) -> u64 {
         self.0.iter().map(|w| u64::from(w.count_ones())).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -171,7 +168,7 @@ pub(super) fn read(path: &Path, by_content: bool) -> Result<(Restored, u64, Fing
             path.display()
         );
     };
-    restored.records = finished.len();
+    restored.records = finished.count();
     Ok((restored, valid_len, fingerprint))
 }
 

@@ -79,10 +79,10 @@ pub fn write_results(path: &Path, dir: &Path) -> Result<Written> {
     Ok(written)
 }
 
-/// How a call line starts ([`CallLine`] serializes its one field first).
+/// How a call line starts (`CallLine` serializes its one field first).
 pub(super) const CALL_PREFIX: &[u8] = b"{\"call\":";
 
-/// The position of a row line as [`RowLine`] writes it (`{"pos":N,"status":...`),
+/// The position of a row line as `RowLine` writes it (`{"pos":N,"status":...`),
 /// read without parsing the row; `None` for any other shape.
 pub(super) fn row_position(line: &[u8]) -> Option<u64> {
     let rest = line.strip_prefix(b"{\"pos\":")?;

@@ -140,7 +140,7 @@ pub fn write_parquet(path: &Path, rows: &[ReportRow]) -> Result<()> {
     super::parquet::write_one(path, &batch)
 }
 
-/// One billed (or failed) call, charged to the model that made it.
+/// One billed call, charged to the model that made it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Call {
     pub model: String,

@@ -147,10 +147,10 @@ impl Dispatcher<'_> {
         &mut self,
         input: &mut mpsc::Receiver<Vec<Record>>,
         from_tasks: &mut mpsc::UnboundedReceiver<ToOwner>,
+        interrupts: &mut mpsc::UnboundedReceiver<Interrupt>,
     ) -> Result<Ended> {
         let cfg = &self.ctx.cfg;
         let concurrency = self.ctx.concurrency;
-        let mut interrupts = signals::watch();
         let mut flush_tick = tokio::time::interval(Duration::from_millis(100));
         let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
@@ -166,15 +166,8 @@ impl Dispatcher<'_> {
             let wants_input =
                 !starting_done && self.queue.len() == 0 && self.in_flight < concurrency;
             tokio::select! {
+                // Interrupts first: a stream of task reports never holds up an abort.
                 biased;
-                Some(first) = from_tasks.recv() => {
-                    // Everything already queued, then start what the freed room allows.
-                    let mut next = Some(first);
-                    while let Some(msg) = next {
-                        self.take(msg)?;
-                        next = from_tasks.try_recv().ok();
-                    }
-                },
                 Some(what) = interrupts.recv() => match what {
                     Interrupt::Abort => return Ok(Ended::Aborted),
                     Interrupt::Drain if !self.draining => {
@@ -188,6 +181,14 @@ impl Dispatcher<'_> {
                         drain_until = Some(tokio::time::Instant::now() + drain);
                     }
                     Interrupt::Drain => {}
+                },
+                Some(first) = from_tasks.recv() => {
+                    // Everything already queued, then start what the freed room allows.
+                    let mut next = Some(first);
+                    while let Some(msg) = next {
+                        self.take(msg)?;
+                        next = from_tasks.try_recv().ok();
+                    }
                 },
                 _ = sleep_until_some(drain_until) => return Ok(Ended::Drained),
                 _ = flush_tick.tick() => self.output.flush()?,
@@ -245,25 +246,40 @@ pub(super) async fn dispatch(
         not_ok: 0,
     };
     let mut from_tasks = from_tasks;
-    let ended = d.drive(&mut input_rx, &mut from_tasks).await;
+    let mut interrupts = signals::watch();
+    let mut ended = d
+        .drive(&mut input_rx, &mut from_tasks, &mut interrupts)
+        .await;
     d.progress.clear();
+    let mut remaining = None;
+    if let (Ok(Ended::Drained), Input::File(_)) = (&ended, &s.input) {
+        // Count what the input file still holds, for the resume hint (not stdin: a
+        // live pipe may never end). A second interrupt cuts the count short.
+        let not_done = |(e, _): &Record| !done.contains(e.position.number());
+        let mut left = d.in_flight as u64 + d.queue.by_ref().filter(not_done).count() as u64;
+        loop {
+            tokio::select! {
+                biased;
+                Some(Interrupt::Abort) = interrupts.recv() => {
+                    ended = Ok(Ended::Aborted);
+                    break;
+                }
+                batch = input_rx.recv() => match batch {
+                    Some(batch) => left += batch.iter().filter(|r| not_done(r)).count() as u64,
+                    None => {
+                        remaining = Some(left);
+                        break;
+                    }
+                },
+            }
+        }
+    }
     if let Ok(Ended::Aborted) = ended {
         // Stop at once: sync what is journaled, leave the rest (in flight, unread).
         d.output.close().context(OutputFailed)?;
         return Err(Aborted.into());
     }
     let interrupted = matches!(ended, Ok(Ended::Drained));
-    let mut remaining = None;
-    if interrupted && matches!(s.input, Input::File(_)) {
-        // Count what the input file still holds, for the resume hint (not stdin: a
-        // live pipe may never end).
-        let not_done = |(e, _): &Record| !done.contains(e.position.number());
-        let mut left = d.in_flight as u64 + d.queue.by_ref().filter(not_done).count() as u64;
-        while let Some(batch) = input_rx.recv().await {
-            left += batch.iter().filter(|r| not_done(r)).count() as u64;
-        }
-        remaining = Some(left);
-    }
     drop(input_rx);
     let read = reader.join().expect("reader thread panicked");
     let closed = d.output.close();

@@ -165,7 +165,7 @@ fn open_output(cfg: &Config, s: &RunSettings) -> Result<(Output, Restored)> {
         eprintln!(
             "resuming {}: {} records already done, {} already spent",
             dir.display(),
-            group_thousands(r.done.len()),
+            group_thousands(r.done.count()),
             r.spent
         );
     }

@@ -21,7 +21,7 @@ use crate::output::{ResultRow, Status};
 use crate::provider::wire::Answer;
 use crate::provider::Failure;
 use crate::record::{Job, Task};
-use crate::route::{Candidate, Route};
+use crate::route::{classifier_question, Candidate, Route};
 use crate::tokens::PromptTokens;
 
 /// What record tasks tell the dispatcher.
@@ -147,6 +147,8 @@ async fn execute(ctx: &Context, job: Job, decision: Decision, route: Route, row:
     let mut last_error = String::new();
     let mut next = walk.first();
     let ending = loop {
+        // Kept current, so a row sent by a panicking task still counts its fallbacks.
+        row.fallbacks = walk.fallbacks();
         let i = match next {
             Next::Try(i) => i,
             ending => break ending,
@@ -332,7 +334,7 @@ async fn ask_llm(
 ) -> (Decision, Route) {
     let cfg = &ctx.cfg;
     let mut tokens = PromptTokens::default();
-    let Some((question, c)) = llm::priced_question(cfg, job, &decision, &mut tokens) else {
+    let Some((question, c)) = classifier_question(cfg, job, &decision, &mut tokens) else {
         return (decision, route);
     };
     let Grant::Granted(held) = ctx.shared.ask(c.model, c.worst_cost) else {

@@ -1,7 +1,7 @@
 //! A hand-written o200k pre-tokenizer for printable ASCII text: the same splits as
 //! tiktoken's o200k regex, without a regex engine per piece. Text with any other byte
 //! (non-ASCII, control characters) goes through bpe-openai's regex instead. Parity
-//! with tiktoken is checked on real prompts and on random strings (tests/tokens.rs).
+//! with tiktoken is checked on real prompts and on random strings (tests/it/tokens.rs).
 //!
 //! The pattern, alternatives tried in order at each position:
 //!   1. [^\r\n L N]? [Lu]* [Ll]+ contraction?     2. [^\r\n L N]? [Lu]+ [Ll]* contraction?
