@@ -124,7 +124,7 @@ pub struct Parsed {
 }
 
 /// Parses one record. `number` is its 1-based line/row, the default id.
-pub fn parse_record(bytes: &[u8], _number: u64, batch_model: BatchModel) -> Parsed {
+pub fn parse_record(bytes: &[u8], number: u64, batch_model: BatchModel) -> Parsed {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -144,7 +144,10 @@ pub fn parse_record(bytes: &[u8], _number: u64, batch_model: BatchModel) -> Pars
         }
     };
     let id = raw.id.clone().or_else(|| raw.custom_id.clone());
-    let job = build(raw, batch_model);
+    let job = build(raw, batch_model).map(|job| Job {
+        id: id.clone().unwrap_or_else(|| number.to_string()),
+        ..job
+    });
     Parsed { id, job }
 }
 
@@ -366,6 +369,7 @@ mod tests {
         assert_eq!(j.messages[0].role, "system");
         assert_eq!(j.max_tokens, Some(20));
         assert_eq!(j.tags, vec!["pii"]);
+        assert_eq!(j.id, "7", "no id: the line number");
     }
 
     #[test]
@@ -377,6 +381,7 @@ mod tests {
         );
         assert_eq!(p.id.as_deref(), Some("req-1"));
         let j = p.job.unwrap();
+        assert_eq!(j.id, "req-1");
         assert_eq!(j.model.as_deref(), Some("gpt-4o-mini"));
         assert_eq!(j.max_tokens, Some(5));
     }

@@ -320,3 +320,26 @@ fn a_missing_key_fails_records_clearly_without_sending() {
         "{b}"
     );
 }
+
+#[test]
+fn the_simulator_draws_faults_and_answers_per_record() {
+    // Half the answers truncated: some records escalate and some do not. (Keyed by an
+    // empty id, every record of a model once drew the same roll: all or none.)
+    let (_d, cfg) = config("rate_truncated = 0.5\n");
+    let r = run(Some(&cfg), &["jobs/tickets_nightly.jsonl"]);
+    let escalated = r
+        .rows
+        .iter()
+        .filter(|row| row["escalations"] != serde_json::json!([]))
+        .count();
+    assert!(
+        (5..=35).contains(&escalated),
+        "{escalated} of 40 escalated at rate 0.5"
+    );
+    let answers: std::collections::HashSet<&str> = r
+        .rows
+        .iter()
+        .map(|row| row["response"].as_str().unwrap())
+        .collect();
+    assert!(answers.len() > 20, "{} distinct answers", answers.len());
+}
