@@ -75,7 +75,7 @@ fn stages(c: &mut Criterion) {
         b.iter(|| {
             jobs.iter()
                 .zip(&tokens)
-                .map(|(j, t)| classify(j, *t, &cfg.classifier).margin as u64)
+                .map(|(j, t)| classify(j, *t, &cfg.classifier).complexity as u64)
                 .sum::<u64>()
         })
     });

@@ -2,11 +2,20 @@
 //! Vicuna bench, categories mapped to tasks as in its README) or any JSONL whose lines
 //! carry `prompt` (or `turns`) and `task` (or `category`).
 //!
-//!     cargo run --release --example eval_classifier -- ../shared/eval/*.jsonl fixtures/classifier_labelled.jsonl
+//!     cargo run --release --example eval_classifier -- ../shared/eval/*.jsonl
+//!     cargo run --release --example eval_classifier -- --model my.model data.jsonl
+//!     cargo run --release --example eval_classifier -- --rules data.jsonl
 //!
-//! Prints accuracy per file and every miss, so a rule change can be judged on data.
+//! Prints, per file and for all together: accuracy, macro accuracy over the tasks
+//! present, the confusion table, the share of decisions below the unsure threshold,
+//! and the accuracy an always-right LLM classifier asked about those would reach.
+//! `--misses` also lists every wrong decision.
 
-use switchyard::classify::classify;
+use std::sync::Arc;
+
+use switchyard::classify::model::{TaskModel, CLASSES};
+use switchyard::classify::train::Confusion;
+use switchyard::classify::{classify, llm};
 use switchyard::config::{Config, Tokenizer};
 use switchyard::record::{Job, Task};
 use switchyard::tokens::count_messages;
@@ -23,12 +32,50 @@ fn mapped(category: &str) -> Option<Task> {
     })
 }
 
+#[derive(Default)]
+struct Score {
+    confusion: Confusion,
+    unsure: u32,
+    right_with_llm: u32,
+}
+
+impl Score {
+    fn print(&self, name: &str) {
+        let n = self.confusion.total().max(1);
+        println!(
+            "{name}: {} prompts, {:.1}% right, {:.1}% macro; {:.1}% unsure, {:.1}% right with an always-right LLM on those",
+            self.confusion.total(),
+            100.0 * self.confusion.accuracy(),
+            100.0 * self.confusion.macro_accuracy(),
+            100.0 * f64::from(self.unsure) / f64::from(n),
+            100.0 * f64::from(self.right_with_llm) / f64::from(n),
+        );
+    }
+}
+
 fn main() {
-    let cfg = Config::embedded();
-    let mut grand = (0usize, 0usize);
-    for path in std::env::args().skip(1) {
+    let mut cfg = Config::embedded();
+    cfg.classifier.llm.enabled = true;
+    let mut files = Vec::new();
+    let mut misses_wanted = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rules" => cfg.classifier.model = None,
+            "--model" => {
+                let path = args.next().expect("--model FILE");
+                let m = TaskModel::load(std::path::Path::new(&path)).expect("a model file");
+                cfg.classifier.model = Some(Arc::new(m));
+            }
+            "--misses" => misses_wanted = true,
+            _ => files.push(a),
+        }
+    }
+    let index = |t: Task| CLASSES.iter().position(|c| *c == t);
+    let mut all = Score::default();
+    for path in files {
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let (mut ok, mut scored) = (0usize, 0usize);
+        let mut score = Score::default();
         let mut misses = Vec::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value = serde_json::from_str(line).expect("json line");
@@ -41,36 +88,36 @@ fn main() {
                 (None, Some(c)) => mapped(c),
                 _ => None,
             };
-            let Some(want) = want else { continue };
+            let Some((want, w)) = want.and_then(|t| Some((t, index(t)?))) else {
+                continue;
+            };
             let job = Job::from_prompt("eval", prompt);
             let tokens = count_messages(Tokenizer::O200k, &job.messages);
             let d = classify(&job, tokens, &cfg.classifier);
-            scored += 1;
-            if d.task == want {
-                ok += 1;
-            } else {
+            let got = index(d.task).unwrap_or(0);
+            let unsure = llm::wants(&d, &cfg.classifier);
+            for s in [&mut score, &mut all] {
+                s.confusion.add(w, got);
+                s.unsure += u32::from(unsure);
+                s.right_with_llm += u32::from(unsure || got == w);
+            }
+            if got != w {
                 let short: String = prompt.chars().take(90).collect();
                 misses.push(format!(
-                    "  want {want:<14} got {:<14} {:<28} {short}",
+                    "  want {want:<14} got {:<14} {:.2}  {}",
                     d.task.as_str(),
-                    d.reason.to_string()
+                    d.confidence,
+                    short.replace('\n', " ")
                 ));
             }
         }
-        println!(
-            "{path}: {ok}/{scored} = {:.1}%",
-            100.0 * ok as f64 / scored.max(1) as f64
-        );
-        for m in misses {
-            println!("{m}");
+        score.print(&path);
+        print!("{}", score.confusion.render());
+        if misses_wanted {
+            for m in misses {
+                println!("{m}");
+            }
         }
-        grand.0 += ok;
-        grand.1 += scored;
     }
-    println!(
-        "all: {}/{} = {:.1}%",
-        grand.0,
-        grand.1,
-        100.0 * grand.0 as f64 / grand.1.max(1) as f64
-    );
+    all.print("all");
 }

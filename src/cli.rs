@@ -29,6 +29,8 @@ pub enum Command {
     Classify(ClassifyArgs),
     /// Show the model catalog: prices, context windows, providers.
     Models(ModelsArgs),
+    /// Fit the local classifier to labelled records and write it to a model file.
+    Train(TrainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +56,10 @@ pub struct RoutingArgs {
     /// Stop with exit code 2 at the first invalid record instead of skipping it.
     #[arg(long)]
     pub strict: bool,
+    /// Local classifier model made by `switchyard train` (default: config
+    /// `[classifier] model`, else the built-in one).
+    #[arg(long, value_name = "MODEL", env = "SWITCHYARD_CLASSIFIER")]
+    pub classifier: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +132,29 @@ pub struct ModelsArgs {
     pub format: Format,
 }
 
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Labelled records (any input form; each with a `task`), or the job file a run
+    /// read when its labels come from `--labels`.
+    #[arg(value_name = "INPUT")]
+    pub input: String,
+    /// Where to write the model file.
+    #[arg(long, value_name = "MODEL")]
+    pub out: PathBuf,
+    /// Take each record's task from a run's results.parquet (joined by id) instead of
+    /// the records' own `task`.
+    #[arg(long, value_name = "RESULTS.parquet")]
+    pub labels: Option<PathBuf>,
+    /// With --labels: keep only the rows the LLM classifier decided.
+    #[arg(long, requires = "labels")]
+    pub only_llm: bool,
+    /// Share of the records held out to measure the model (and calibrate it).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.2, value_parser = parse_share)]
+    pub holdout: f64,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
@@ -134,6 +163,13 @@ pub enum Format {
 
 fn parse_tier(s: &str) -> Result<Tier, String> {
     s.parse()
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.05..=0.9).contains(&v) => Ok(v),
+        _ => Err(format!("expected a share between 0.05 and 0.9, got {s}")),
+    }
 }
 
 fn parse_on_budget(s: &str) -> Result<OnBudget, String> {
@@ -145,12 +181,23 @@ fn parse_usd(s: &str) -> Result<Usd, String> {
 }
 
 impl ConfigArgs {
-    pub fn overrides(&self, tier: Option<Tier>, baseline: Option<String>) -> Overrides {
+    pub fn overrides(&self) -> Overrides {
         Overrides {
             config_file: self.config.clone(),
             prices_file: self.prices.clone(),
-            tier,
+            ..Overrides::default()
+        }
+    }
+}
+
+impl RoutingArgs {
+    /// What these flags (and `baseline`, for the commands that take it) override.
+    pub fn overrides(&self, baseline: Option<String>) -> Overrides {
+        Overrides {
+            tier: self.tier,
             baseline,
+            classifier: self.classifier.clone(),
+            ..self.config.overrides()
         }
     }
 }

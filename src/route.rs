@@ -189,7 +189,7 @@ mod tests {
             complexity,
             classified_by: ClassifiedBy::Explicit,
             reason: Reason::Explicit,
-            margin: 0,
+            confidence: 1.0,
         }
     }
 

@@ -25,13 +25,18 @@ const TASKS: [Task; 8] = [
 ];
 
 /// Whether the model should be asked about this record: only decisions of the local
-/// rules (never an explicit task, images or tool messages), and with scope `unsure`
-/// only those won by a small margin.
+/// classifier from text (never an explicit task, images or tool messages), and with
+/// scope `unsure` only those below its confidence threshold (`min_confidence`, else
+/// the one the local model was calibrated with).
 pub fn wants(d: &Decision, cfg: &ClassifierConfig) -> bool {
+    let unsure_below = cfg
+        .llm
+        .min_confidence
+        .unwrap_or_else(|| cfg.model.as_ref().map_or(0.5, |m| m.header.unsure_below));
     cfg.llm.enabled
         && d.classified_by == ClassifiedBy::Local
-        && d.margin != u16::MAX
-        && (cfg.llm.scope == LlmScope::All || d.margin < cfg.llm.max_margin)
+        && d.confidence < 1.0
+        && (cfg.llm.scope == LlmScope::All || d.confidence < unsure_below)
 }
 
 /// The record as the model is asked about it: seed 003's one-word question over our

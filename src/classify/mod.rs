@@ -11,6 +11,8 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 mod cues;
 pub mod llm;
+pub mod model;
+pub mod train;
 
 use crate::config::ClassifierConfig;
 use crate::record::{head, tail, word_enum, Complexity, Job, Task};
@@ -40,6 +42,8 @@ pub enum Reason {
     MathShape(u16),
     /// Nothing scored high enough: conversation.
     Default,
+    /// The learned model decided (see [`Decision::confidence`]).
+    Model,
 }
 
 impl fmt::Display for Reason {
@@ -55,18 +59,20 @@ impl fmt::Display for Reason {
             Reason::CodeShape(score) => write!(f, "code shape (score {score})"),
             Reason::MathShape(score) => write!(f, "math shape (score {score})"),
             Reason::Default => f.write_str("no strong cue"),
+            Reason::Model => f.write_str("model"),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decision {
     pub task: Task,
     pub complexity: Complexity,
     pub classified_by: ClassifiedBy,
     pub reason: Reason,
-    /// Winning score minus the runner-up; low values mark an unsure decision.
-    pub margin: u16,
+    /// How likely the task is right, 0 to 1: the model's calibrated probability; 1
+    /// for a fact of the record (its `task`, images, tool messages).
+    pub confidence: f32,
 }
 
 /// A task needs at least this score (in half-points) to beat the `chat` default.
@@ -260,16 +266,19 @@ pub fn classify(job: &Job, prompt_tokens: u64, cfg: &ClassifierConfig) -> Decisi
         s.persona_cue.get_or_insert("as a");
     }
 
-    let (task, reason, margin, by) = if let Some(t) = job.task {
-        (t, Reason::Explicit, u16::MAX, ClassifiedBy::Explicit)
+    let (task, reason, confidence, by) = if let Some(t) = job.task {
+        (t, Reason::Explicit, 1.0, ClassifiedBy::Explicit)
     } else if job.has_images() {
-        (Vision, Reason::Images, u16::MAX, ClassifiedBy::Local)
+        (Vision, Reason::Images, 1.0, ClassifiedBy::Local)
     } else if job
         .messages
         .iter()
         .any(|m| m.role == "tool" || m.role == "function")
     {
-        (Agent, Reason::ToolMessages, u16::MAX, ClassifiedBy::Local)
+        (Agent, Reason::ToolMessages, 1.0, ClassifiedBy::Local)
+    } else if let Some(m) = &cfg.model {
+        let p = SCRATCH.with_borrow_mut(|scratch| m.predict(job, scratch));
+        (p.task, Reason::Model, p.confidence, ClassifiedBy::Local)
     } else {
         if job.labels.as_ref().is_some_and(|l| !l.is_empty()) {
             s.add(Classification, 16, None);
@@ -285,7 +294,13 @@ pub fn classify(job: &Job, prompt_tokens: u64, cfg: &ClassifierConfig) -> Decisi
         }
         s.add(Code, code_shape, None);
         s.add(Reasoning, math_shape, None);
-        pick(&s, job, code_shape, math_shape)
+        let (task, reason, margin, by) = pick(&s, job, code_shape, math_shape);
+        (
+            task,
+            reason,
+            f32::from(margin) / (f32::from(margin) + 6.0),
+            by,
+        )
     };
 
     let complexity = complexity(task, &s, job, prompt_tokens, cfg, math_shape);
@@ -294,8 +309,13 @@ pub fn classify(job: &Job, prompt_tokens: u64, cfg: &ClassifierConfig) -> Decisi
         complexity,
         classified_by: by,
         reason,
-        margin,
+        confidence,
     }
+}
+
+thread_local! {
+    /// Each worker's buffer for a record's model features.
+    static SCRATCH: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn pick(

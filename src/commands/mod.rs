@@ -7,6 +7,7 @@ mod models;
 mod plan;
 mod render;
 mod run;
+mod train;
 
 use anyhow::Result;
 
@@ -21,12 +22,13 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Run(a) => run::run(a),
         Command::Classify(a) => classify::classify(a),
         Command::Models(a) => models::models(a),
+        Command::Train(a) => train::train(a),
     }
 }
 
 /// The config the flags name (its warnings printed) and the input.
 fn load(args: &RoutingArgs, baseline: Option<String>) -> Result<(Config, Input)> {
-    let cfg = load_config(&args.config.overrides(args.tier, baseline))?;
+    let cfg = load_config(&args.overrides(baseline))?;
     Ok((cfg, Input::from_arg(&args.input)))
 }
 

@@ -12,7 +12,7 @@ use crate::exit::Exit;
 use crate::money::group_thousands;
 
 pub fn models(args: ModelsArgs) -> Result<Exit> {
-    let cfg = super::load_config(&args.config.overrides(None, None))?;
+    let cfg = super::load_config(&args.config.overrides())?;
     let mut out = BufWriter::new(io::stdout().lock());
     match args.format {
         Format::Json => {

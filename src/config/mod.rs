@@ -9,10 +9,12 @@ mod raw;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::classify::model::TaskModel;
 use crate::money::{PerMtok, Usd};
 use crate::record::{word_enum, Task, Tier};
 use litellm::LitellmPrices;
@@ -106,6 +108,13 @@ pub enum BatchModel {
 pub struct ClassifierConfig {
     pub long_context_tokens: u64,
     pub max_turns: usize,
+    /// `[classifier] model`: a model file made by `switchyard train` (relative to the
+    /// config file), instead of the built-in one.
+    #[serde(rename = "model", default)]
+    pub model_file: Option<PathBuf>,
+    /// The local model in use: `--classifier`, else `model_file`, else the built-in.
+    #[serde(skip)]
+    pub model: Option<Arc<TaskModel>>,
     pub llm: LlmClassifierConfig,
 }
 
@@ -113,7 +122,7 @@ pub struct ClassifierConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LlmScope {
-    /// Records the local rules decided by a small margin.
+    /// Records the local classifier was unsure of (its confidence is low).
     Unsure,
     All,
 }
@@ -125,8 +134,10 @@ pub struct LlmClassifierConfig {
     pub enabled: bool,
     pub model: String,
     pub scope: LlmScope,
-    /// A local decision whose winning margin is below this is unsure.
-    pub max_margin: u16,
+    /// A local decision whose confidence is below this is unsure; without it, the
+    /// threshold the local model was calibrated with.
+    #[serde(default)]
+    pub min_confidence: Option<f32>,
     /// How much of the record's last user message the classifier is shown.
     pub max_prompt_chars: usize,
 }
@@ -225,6 +236,8 @@ pub struct Overrides {
     pub prices_file: Option<PathBuf>,
     pub tier: Option<Tier>,
     pub baseline: Option<String>,
+    /// `--classifier FILE`: a local classifier model instead of the configured one.
+    pub classifier: Option<PathBuf>,
 }
 
 impl Config {
@@ -257,7 +270,12 @@ impl Config {
                 "baseline model `{baseline_name}` is not in the catalog (see `switchyard models`)"
             )
         })?;
-        let llm = &raw.classifier.llm;
+        let mut classifier = raw.classifier;
+        classifier.model = match classifier_file(over, &classifier) {
+            Some(path) => Some(Arc::new(TaskModel::load(&path)?)),
+            None => TaskModel::embedded(),
+        };
+        let llm = &classifier.llm;
         let llm_classifier = match llm.enabled {
             false => None,
             true => Some(index(&llm.model).with_context(|| {
@@ -273,7 +291,7 @@ impl Config {
             baseline,
             output_tokens: raw.defaults.output_tokens,
             complex_upgrades_tier: raw.routing.complex_upgrades_tier,
-            classifier: raw.classifier,
+            classifier,
             batch_model: raw.input.batch_model,
             max_line_bytes: raw.input.max_line_bytes,
             simulate: raw.simulate,
@@ -352,17 +370,30 @@ impl Config {
     }
 }
 
+/// The local classifier model to load: `--classifier`, else `[classifier] model`
+/// (relative to the config file that names it).
+fn classifier_file(over: &Overrides, c: &ClassifierConfig) -> Option<PathBuf> {
+    over.classifier
+        .clone()
+        .or_else(|| c.model_file.as_deref().map(|p| beside_config(over, p)))
+}
+
+/// A path the config file names: relative paths are relative to that file.
+fn beside_config(over: &Overrides, p: &Path) -> PathBuf {
+    match &over.config_file {
+        Some(cfg) if p.is_relative() => cfg.parent().unwrap_or(Path::new(".")).join(p),
+        _ => p.to_path_buf(),
+    }
+}
+
 /// The LiteLLM catalog to import: `--prices`, else `[defaults] prices` (relative to
 /// the config file that names it).
 fn prices_file(over: &Overrides, raw: &RawConfig) -> Option<PathBuf> {
     over.prices_file.clone().or_else(|| {
         raw.defaults
             .prices
-            .as_ref()
-            .map(|p| match &over.config_file {
-                Some(cfg) if p.is_relative() => cfg.parent().unwrap_or(Path::new(".")).join(p),
-                _ => p.clone(),
-            })
+            .as_deref()
+            .map(|p| beside_config(over, p))
     })
 }
 

@@ -181,3 +181,45 @@ impl ParquetResults {
         self.file.finish()
     }
 }
+
+/// One row of a run's decisions: its id, its task, who decided it.
+pub struct Label {
+    pub id: String,
+    pub task: Option<String>,
+    pub classified_by: Option<String>,
+}
+
+/// Each row's id, task and who decided it, from a `results.parquet` — what `train`
+/// learns from a run.
+pub fn read_labels(path: &Path) -> Result<Vec<Label>> {
+    use arrow::array::{Array, AsArray};
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a Parquet file", path.display()))?
+        .build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.with_context(|| format!("cannot read {}", path.display()))?;
+        let column = |name: &str| -> Result<StringArray> {
+            let c = batch.column_by_name(name).with_context(|| {
+                format!(
+                    "{} has no `{name}` column: is it a run's results.parquet?",
+                    path.display()
+                )
+            })?;
+            c.as_string_opt::<i32>()
+                .cloned()
+                .with_context(|| format!("{}: `{name}` is not a text column", path.display()))
+        };
+        let (ids, tasks, by) = (column("id")?, column("task")?, column("classified_by")?);
+        for i in 0..batch.num_rows() {
+            let text = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
+            out.push(Label {
+                id: ids.value(i).to_string(),
+                task: text(&tasks),
+                classified_by: text(&by),
+            });
+        }
+    }
+    Ok(out)
+}

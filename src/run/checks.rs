@@ -83,10 +83,12 @@ pub fn check(
     if on.refusal && REFUSALS.iter().any(|r| head.contains(r)) {
         return Some(Weakness::Refusal);
     }
-    if on.code_stub && task == Task::Code && has_stub(trimmed) {
+    // By the answer, whatever task the record was classified as: a stub in any code
+    // block (or, for a code task, in an answer with no fences), hedging anywhere.
+    if on.code_stub && has_stub(trimmed, task == Task::Code) {
         return Some(Weakness::CodeStub);
     }
-    if on.hedging && task == Task::Reasoning {
+    if on.hedging {
         let lower = trimmed.to_lowercase();
         if HEDGES.iter().any(|h| lower.contains(h)) {
             return Some(Weakness::Hedging);
@@ -109,25 +111,45 @@ pub fn check(
     None
 }
 
-/// A stub marker, a bare `pass` body, or `...` as a body, inside the answer's code.
-fn has_stub(answer: &str) -> bool {
-    let code = fenced_code(answer).unwrap_or(answer);
-    code.lines().any(|line| {
-        let t = line.trim();
-        STUBS.iter().any(|s| t.contains(s))
-            || t == "pass"
-            || t == "..."
-            || t == "// ..."
-            || t == "# ..."
+/// A stub marker, a bare `pass` body, or `...` as a body, in any of the answer's code
+/// blocks; an answer with no fences is all code when `unfenced_is_code`.
+fn has_stub(answer: &str, unfenced_is_code: bool) -> bool {
+    let stub = |code: &str| {
+        code.lines().any(|line| {
+            let t = line.trim();
+            STUBS.iter().any(|s| t.contains(s))
+                || t == "pass"
+                || t == "..."
+                || t == "// ..."
+                || t == "# ..."
+        })
+    };
+    let mut blocks = fenced_blocks(answer).peekable();
+    match blocks.peek() {
+        None => unfenced_is_code && stub(answer),
+        Some(_) => blocks.any(stub),
+    }
+}
+
+/// The text inside each ``` fence (an unclosed last fence runs to the end).
+fn fenced_blocks(answer: &str) -> impl Iterator<Item = &str> {
+    let mut rest = answer;
+    std::iter::from_fn(move || {
+        let start = rest.find("```")?;
+        let after = &rest[start + 3..];
+        let body = &after[after.find('\n').map_or(0, |i| i + 1)..];
+        let (block, next) = match body.find("```") {
+            Some(end) => (&body[..end], &body[end + 3..]),
+            None => (body, ""),
+        };
+        rest = next;
+        Some(block)
     })
 }
 
 /// The text inside the first ``` fence, if any.
 fn fenced_code(answer: &str) -> Option<&str> {
-    let start = answer.find("```")?;
-    let after = &answer[start + 3..];
-    let body = &after[after.find('\n').map_or(0, |i| i + 1)..];
-    Some(body.find("```").map_or(body, |end| &body[..end]))
+    fenced_blocks(answer).next()
 }
 
 /// JSON answers often come fenced as ```json ... ```; the fence is not an error.
@@ -206,8 +228,27 @@ mod tests {
         assert_eq!(
             weak(&j, Task::Chat, "TODO list: buy milk", None),
             None,
-            "only code answers"
+            "prose is not code"
         );
+        // By the answer, not the task it was classified as.
+        for task in [Task::Chat, Task::Summarization, Task::Creative] {
+            assert_eq!(weak(&j, task, stub, None), Some("code_stub"), "{task}");
+            assert_eq!(
+                weak(
+                    &j,
+                    task,
+                    "Here:\n```js\nok()\n```\nand\n```py\nraise NotImplementedError\n```",
+                    None
+                ),
+                Some("code_stub"),
+                "a stub in the second block: {task}"
+            );
+            assert_eq!(
+                weak(&j, task, "It is 42, but I might be wrong.", None),
+                Some("hedging"),
+                "{task}"
+            );
+        }
 
         assert_eq!(
             weak(&j, Task::Reasoning, "It is 42, but I might be wrong.", None),

@@ -6,12 +6,13 @@ use std::time::Duration;
 use assert_cmd::Command;
 
 /// The variables that would change what the binary does; tests start without them.
-pub const ENV_VARS: [&str; 5] = [
+pub const ENV_VARS: [&str; 6] = [
     "SWITCHYARD_CONFIG",
     "SWITCHYARD_PRICES",
     "SWITCHYARD_TIER",
     "SWITCHYARD_BUDGET",
     "SWITCHYARD_BASELINE",
+    "SWITCHYARD_CLASSIFIER",
 ];
 
 /// The binary, not yet started. No test may hang the suite: a run still going after

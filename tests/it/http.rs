@@ -163,7 +163,7 @@ fn the_llm_classifier_on_unsure_asks_only_about_records_the_rules_were_unsure_of
     edit(
         &cfg,
         &[],
-        "[classifier.llm]\nenabled = true\nmodel = \"cheap\"\nscope = \"unsure\"\nmax_margin = 7\n",
+        "[classifier.llm]\nenabled = true\nmodel = \"cheap\"\nscope = \"unsure\"\nmin_confidence = 0.6\n",
     );
     // The first is won by a wide margin (a summarization cue, 18); the second has no
     // cue at all (a margin of 6 below the rules' threshold).
@@ -1089,4 +1089,34 @@ fn reserved_worst_case(cfg: &std::path::Path) -> String {
     let tokens = token_estimates(cfg, &input)["r0"].0;
     let pico = tokens as u128 * 1_000_000 + 1000 * 2_000_000;
     format!("0.{pico:012}")
+}
+
+#[test]
+fn a_stub_answer_escalates_whatever_task_the_record_was_classified_as() {
+    // Each record says its task (not code); cheap answers with a stub in a code
+    // block, or hedges; strong answers properly.
+    let server = serve(Arc::new(|_, req| match (req.model(), req.prompt()) {
+        ("cheap", "question 1") => {
+            ok_openai("Sure:\n```python\ndef parse(s):\n    # TODO: implement this\n    pass\n```")
+        }
+        ("cheap", "question 2") => ok_openai("It is probably Lisbon, but I might be wrong."),
+        ("cheap", _) => ok_openai("Lisbon."),
+        _ => ok_openai("```python\ndef parse(s):\n    return s.split(',')\n```"),
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), server.port, "openai");
+    let job = "{\"id\":\"stub\",\"prompt\":\"question 1\",\"task\":\"chat\"}\n\
+               {\"id\":\"hedge\",\"prompt\":\"question 2\",\"task\":\"summarization\"}\n\
+               {\"id\":\"fine\",\"prompt\":\"question 3\",\"task\":\"creative\"}\n";
+    let o = run(&cfg, job, &[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let rows = rows(&o);
+    let by_id = |id: &str| rows.iter().find(|r| r["id"] == id).unwrap().clone();
+    for (id, reason) in [("stub", "code_stub"), ("hedge", "hedging")] {
+        let r = by_id(id);
+        assert_eq!(r["escalations"], json!([reason]), "{r}");
+        assert_eq!(r["final_model"], "strong", "{r}");
+    }
+    assert_eq!(by_id("fine")["escalations"], json!([]));
+    assert_eq!(by_id("fine")["final_model"], "cheap");
 }
