@@ -3,6 +3,7 @@
 #
 #   bash benches/plan_e2e.sh            # 100k and 1M records
 #   bash benches/plan_e2e.sh 200000     # any sizes
+#   MULTILINGUAL=1 bash benches/plan_e2e.sh 100000   # a quarter of the records non-ASCII, ~700 B each
 #
 # Measures what a user waits for: wall time of the whole command (read, parse,
 # tokenize, classify, route, price, print) and its peak RSS (GNU time's %M), so we
@@ -20,8 +21,13 @@ mkdir -p bench-data
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 printf '%10s %8s %10s %10s %13s %11s %8s\n' records MB seconds 'rec/s' 'peak RSS MiB' 'python s' ratio
 for n in "${sizes[@]}"; do
-  f="bench-data/jobs-$n.jsonl"
-  [ -f "$f" ] || ./target/release/examples/gen_jobs "$n" "$f"
+  if [ -n "${MULTILINGUAL:-}" ]; then
+    f="bench-data/ml-$n.jsonl"
+    [ -f "$f" ] || ./target/release/examples/gen_jobs "$n" "$f" --multilingual
+  else
+    f="bench-data/jobs-$n.jsonl"
+    [ -f "$f" ] || ./target/release/examples/gen_jobs "$n" "$f"
+  fi
   mb=$(( $(stat -c %s "$f") / 1048576 ))
   cat "$f" > /dev/null   # warm the page cache so we time the tool, not the disk
   out=$( { /usr/bin/time -f '%e %M' ./target/release/switchyard plan "$f" --format json > /dev/null; } 2>&1 | tail -1)

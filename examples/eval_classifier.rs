@@ -4,7 +4,6 @@
 //!
 //!     cargo run --release --example eval_classifier -- ../shared/eval/*.jsonl
 //!     cargo run --release --example eval_classifier -- --model my.model data.jsonl
-//!     cargo run --release --example eval_classifier -- --rules data.jsonl
 //!
 //! Prints, per file and for all together: accuracy, macro accuracy over the tasks
 //! present, the confusion table, the share of decisions below the unsure threshold,
@@ -61,7 +60,6 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--rules" => cfg.classifier.model = None,
             "--model" => {
                 let path = args.next().expect("--model FILE");
                 let m = TaskModel::load(std::path::Path::new(&path)).expect("a model file");

@@ -151,6 +151,10 @@ pub struct TrainArgs {
     /// Share of the records held out to measure the model (and calibrate it).
     #[arg(long, value_name = "SHARE", default_value_t = 0.2, value_parser = parse_share)]
     pub holdout: f64,
+    /// Share of held-out decisions the unsure threshold is set to cover (the records
+    /// `[classifier.llm] scope = "unsure"` asks about).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.15, value_parser = parse_share)]
+    pub unsure_share: f64,
     #[command(flatten)]
     pub config: ConfigArgs,
 }

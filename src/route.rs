@@ -129,6 +129,28 @@ pub fn classifier_question(
     Some((q, c))
 }
 
+/// The `[classifier.llm]` question about a record the local model is unsure of,
+/// priced on `[classifier.llm] model` whether or not the LLM classifier is on: what
+/// asking about it costs.
+pub fn unsure_question(
+    cfg: &Config,
+    job: &Job,
+    decision: &Decision,
+    tokens: &mut PromptTokens,
+) -> Option<Candidate> {
+    let model = cfg
+        .llm_model
+        .filter(|_| llm::is_unsure(decision, &cfg.classifier))?;
+    price(
+        cfg,
+        &llm::question(job, &cfg.classifier),
+        decision,
+        model,
+        tokens,
+    )
+    .ok()
+}
+
 /// Routes a record: the candidates of its task × tier (or its pinned model) that are
 /// eligible, or why none is.
 pub fn route(

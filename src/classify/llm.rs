@@ -24,19 +24,28 @@ const TASKS: [Task; 8] = [
     Task::Chat,
 ];
 
-/// Whether the model should be asked about this record: only decisions of the local
-/// classifier from text (never an explicit task, images or tool messages), and with
-/// scope `unsure` only those below its confidence threshold (`min_confidence`, else
-/// the one the local model was calibrated with).
-pub fn wants(d: &Decision, cfg: &ClassifierConfig) -> bool {
-    let unsure_below = cfg
-        .llm
+/// Whether the local model was unsure of this decision: it decided from text (never
+/// an explicit task, images or tool messages) with a confidence below the threshold
+/// (`min_confidence`, else the one the local model was calibrated with). `plan` counts
+/// these whether or not the LLM classifier is on.
+pub fn is_unsure(d: &Decision, cfg: &ClassifierConfig) -> bool {
+    d.classified_by == ClassifiedBy::Local && d.confidence < unsure_below(cfg)
+}
+
+/// The confidence below which a local decision is unsure.
+pub fn unsure_below(cfg: &ClassifierConfig) -> f32 {
+    cfg.llm
         .min_confidence
-        .unwrap_or_else(|| cfg.model.as_ref().map_or(0.5, |m| m.header.unsure_below));
+        .unwrap_or_else(|| cfg.model.as_ref().map_or(0.5, |m| m.header.unsure_below))
+}
+
+/// Whether the model should be asked about this record: only decisions of the local
+/// classifier from text, and with scope `unsure` only those it is unsure of.
+pub fn wants(d: &Decision, cfg: &ClassifierConfig) -> bool {
     cfg.llm.enabled
         && d.classified_by == ClassifiedBy::Local
         && d.confidence < 1.0
-        && (cfg.llm.scope == LlmScope::All || d.confidence < unsure_below)
+        && (cfg.llm.scope == LlmScope::All || is_unsure(d, cfg))
 }
 
 /// The record as the model is asked about it: seed 003's one-word question over our

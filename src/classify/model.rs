@@ -18,7 +18,8 @@ use std::sync::{Arc, LazyLock};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::record::{head, tail, Job, Task};
+use crate::record::{head, head as head_of, tail, Job, Task};
+use crate::tokens::{is_letter, is_letter_or_number};
 
 /// The tasks a model decides between (the structural ones — vision, agent, rag —
 /// come from the record itself, never from text).
@@ -40,8 +41,8 @@ pub const BUCKETS: usize = 1 << BITS;
 
 /// Bytes of the last user message read from its head and its tail: instructions live
 /// there, not in the middle of a pasted document.
-const HEAD_BYTES: usize = 1024;
-const TAIL_BYTES: usize = 384;
+pub const HEAD_BYTES: usize = 512;
+pub const TAIL_BYTES: usize = 384;
 const SYSTEM_BYTES: usize = 384;
 
 const MAGIC: &str = "switchyard-classifier 1";
@@ -84,17 +85,18 @@ pub struct Prediction {
     pub task: Task,
     /// The calibrated probability of `task`.
     pub confidence: f32,
+    /// What the head of the message looks like (complexity reads the math score).
+    pub shapes: Shapes,
 }
 
-static EMBEDDED: LazyLock<Option<Arc<TaskModel>>> = LazyLock::new(|| {
+static EMBEDDED: LazyLock<Arc<TaskModel>> = LazyLock::new(|| {
     let bytes: &[u8] = include_bytes!("../../models/default.model");
-    (!bytes.is_empty())
-        .then(|| Arc::new(TaskModel::from_bytes(bytes).expect("the built-in model reads")))
+    Arc::new(TaskModel::from_bytes(bytes).expect("the built-in model reads"))
 });
 
 impl TaskModel {
-    /// The model built into the binary (`models/default.model`), if there is one.
-    pub fn embedded() -> Option<Arc<TaskModel>> {
+    /// The model built into the binary (`models/default.model`).
+    pub fn embedded() -> Arc<TaskModel> {
         EMBEDDED.clone()
     }
 
@@ -193,7 +195,7 @@ impl TaskModel {
     }
 
     pub fn predict(&self, job: &Job, scratch: &mut Vec<u32>) -> Prediction {
-        features(job, scratch);
+        let shapes = features(job, scratch);
         let p = self.probabilities(scratch);
         let (k, confidence) = p
             .iter()
@@ -206,6 +208,7 @@ impl TaskModel {
         Prediction {
             task: CLASSES[k],
             confidence,
+            shapes,
         }
     }
 }
@@ -244,10 +247,14 @@ enum Kind {
     Last,
     System,
     Shape,
+    Stem,
 }
 
+/// Collects a record's distinct features: a bit per bucket says which are in, so a
+/// feature seen twice is kept once without sorting.
 struct Sink<'a> {
     out: &'a mut Vec<u32>,
+    seen: &'a mut [u64],
 }
 
 impl Sink<'_> {
@@ -255,8 +262,12 @@ impl Sink<'_> {
         let h = mix(mix(0x9e37_79b9_7f4a_7c15, kind as u64), h);
         // Fold the high bits in: the multiply leaves the low ones weak.
         let h = h ^ (h >> 29);
-        self.out
-            .push((h.wrapping_mul(0xbf58_476d_1ce4_e5b9) >> (64 - BITS)) as u32);
+        let f = (h.wrapping_mul(0xbf58_476d_1ce4_e5b9) >> (64 - BITS)) as usize;
+        let (word, bit) = (f / 64, 1u64 << (f % 64));
+        if self.seen[word] & bit == 0 {
+            self.seen[word] |= bit;
+            self.out.push(f as u32);
+        }
     }
 
     fn shape(&mut self, name: u64, bucket: u64) {
@@ -276,29 +287,64 @@ fn unspaced(c: char) -> bool {
         | 0xF900..=0xFAFF) // CJK compatibility
 }
 
-/// The words of `text`, hashed (ASCII letters lowercased), with what kind of script
-/// each is in. Punctuation that shapes a request (`?` `:` `` ` `` `{` `=` `#`…) counts
-/// as a word.
-fn words(text: &str, mut each: impl FnMut(u64)) {
+/// A word as [`words`] hashes it: the whole word, and its first five chars when it is
+/// longer (so `summarize`, `summary` and `summaries` share a feature).
+#[derive(Clone, Copy)]
+struct Word {
+    hash: u64,
+    stem: Option<u64>,
+}
+
+/// Chars of a word's stem.
+const STEM: u32 = 5;
+
+/// A word being read: its hash so far, its length, its stem's hash.
+#[derive(Default)]
+struct Reading {
+    hash: u64,
+    chars: u32,
+    stem: u64,
+}
+
+impl Reading {
+    fn push(&mut self, c: u64) {
+        self.hash = mix(self.hash, c);
+        self.chars += 1;
+        if self.chars == STEM {
+            self.stem = self.hash;
+        }
+    }
+
+    /// The word read, if any; ready for the next.
+    fn take(&mut self) -> Option<Word> {
+        let w = (self.chars > 0).then(|| Word {
+            hash: self.hash,
+            stem: (self.chars > STEM).then_some(self.stem),
+        });
+        *self = Reading::default();
+        w
+    }
+}
+
+/// The words of `text`, hashed (lowercased). Punctuation that shapes a request (`?`
+/// `:` `` ` `` `{` `=` `#`…) counts as a word; so does each char of a script written
+/// without spaces. Returns the letters read: (all, not ASCII).
+fn words(text: &str, mut each: impl FnMut(Word)) -> (usize, usize) {
+    let (mut letters, mut foreign) = (0usize, 0usize);
     let b = text.as_bytes();
     let mut i = 0;
-    let mut h = 0u64;
-    let mut open = false;
-    let flush = |h: &mut u64, open: &mut bool, each: &mut dyn FnMut(u64)| {
-        if *open {
-            each(*h);
-            *h = 0;
-            *open = false;
-        }
-    };
+    let mut word = Reading::default();
+    let alone = |hash: u64| Word { hash, stem: None };
     while i < b.len() {
         let c = b[i];
         if c.is_ascii_alphanumeric() || c == b'_' || c == b'\'' {
-            h = mix(h, u64::from(c.to_ascii_lowercase()));
-            open = true;
+            letters += usize::from(c.is_ascii_alphabetic());
+            word.push(u64::from(c.to_ascii_lowercase()));
             i += 1;
         } else if c < 0x80 {
-            flush(&mut h, &mut open, &mut each);
+            if let Some(w) = word.take() {
+                each(w);
+            }
             if matches!(
                 c,
                 b'?' | b':'
@@ -315,40 +361,171 @@ fn words(text: &str, mut each: impl FnMut(u64)) {
                     | b'"'
                     | b'\n'
             ) {
-                each(mix(0xfeed, u64::from(c)));
+                each(alone(mix(0xfeed, u64::from(c))));
             }
             i += 1;
         } else {
             let ch = text[i..].chars().next().expect("a char starts here");
-            let len = ch.len_utf8();
-            if unspaced(ch) {
-                flush(&mut h, &mut open, &mut each);
-                each(mix(0xc7c, u64::from(ch)));
-            } else if ch.is_alphanumeric() {
-                for lower in ch.to_lowercase() {
-                    h = mix(h, u64::from(lower));
-                }
-                open = true;
-            } else {
-                flush(&mut h, &mut open, &mut each);
+            if is_letter(ch) {
+                letters += 1;
+                foreign += 1;
             }
-            i += len;
+            if unspaced(ch) {
+                if let Some(w) = word.take() {
+                    each(w);
+                }
+                each(alone(mix(0xc7c, u64::from(ch))));
+            } else if is_letter_or_number(ch) {
+                // Non-ASCII case is kept: lowering it costs more than it helps.
+                word.push(u64::from(ch));
+            } else if let Some(w) = word.take() {
+                each(w);
+            }
+            i += ch.len_utf8();
         }
     }
-    flush(&mut h, &mut open, &mut each);
+    if let Some(w) = word.take() {
+        each(w);
+    }
+    (letters, foreign)
 }
 
-/// The features of a record's text, as bucket indexes, deduplicated and sorted.
-pub fn features(job: &Job, out: &mut Vec<u32>) {
+/// What a record's text looks like besides its words: code punctuation and math
+/// notation (scores from [`shapes`]), a code fence, and how many different marks of
+/// a demanding request it holds ([`HARD_WORDS`], [`HARD_PAIRS`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shapes {
+    pub code: u16,
+    pub math: u16,
+    pub fence: bool,
+    pub hard: u16,
+}
+
+/// Words that mark a demanding request (complexity, not the task).
+const HARD_WORDS: &[&str] = &[
+    "architecture",
+    "distributed",
+    "scalable",
+    "scalability",
+    "concurrency",
+    "concurrent",
+    "optimize",
+    "optimise",
+    "optimization",
+    "optimisation",
+    "tradeoff",
+    "tradeoffs",
+    "rigorous",
+    "rigorously",
+    "comprehensive",
+    "security",
+];
+/// Word pairs that do (`o(` is big-O notation).
+const HARD_PAIRS: &[(&str, &str)] = &[
+    ("trade", "off"),
+    ("trade", "offs"),
+    ("multi", "step"),
+    ("in", "depth"),
+    ("thread", "safe"),
+    ("production", "ready"),
+    ("design", "a"),
+    ("o", "("),
+];
+
+/// The hashes [`words`] gives the hard marks (single words, then pairs), and a
+/// 256-bit filter of their low bytes that turns nearly every other word away at once.
+struct Hard {
+    hashes: Vec<u64>,
+    filter: [u64; 4],
+}
+
+static HARD: LazyLock<Hard> = LazyLock::new(|| {
+    let one = |w: &str| {
+        let mut h = 0;
+        words(w, |word| h = word.hash);
+        h
+    };
+    let hashes: Vec<u64> = HARD_WORDS
+        .iter()
+        .map(|w| one(w))
+        .chain(HARD_PAIRS.iter().map(|(a, b)| mix(one(a), one(b))))
+        .collect();
+    let mut filter = [0u64; 4];
+    for h in &hashes {
+        filter[(h & 0xff) as usize / 64] |= 1 << (h & 63);
+    }
+    Hard { hashes, filter }
+});
+
+/// Which hard marks a word (and the pair it ends) is, as bits.
+fn hard_bits(hard: &Hard, word: u64, pair: u64) -> u32 {
+    let maybe = |h: u64| hard.filter[(h & 0xff) as usize / 64] & (1 << (h & 63)) != 0;
+    if !maybe(word) && !maybe(pair) {
+        return 0;
+    }
+    hard.hashes
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| **h == if *i < HARD_WORDS.len() { word } else { pair })
+        .fold(0, |bits, (i, _)| bits | 1 << i)
+}
+
+/// The shapes of a message's head (and its hard marks, head and tail), for a record
+/// the model does not read.
+pub fn marks(user: &str) -> Shapes {
+    let hard = &*HARD;
+    let mut bits = 0u32;
+    let mut scan = |text: &str| {
+        let mut prev = 0;
+        words(text, |w| {
+            bits |= hard_bits(hard, w.hash, mix(prev, w.hash));
+            prev = w.hash;
+        });
+    };
+    let head = head(user, HEAD_BYTES);
+    scan(head);
+    if user.len() > HEAD_BYTES + TAIL_BYTES {
+        scan(tail(user, TAIL_BYTES));
+    }
+    Shapes {
+        hard: bits.count_ones() as u16,
+        ..shapes(head)
+    }
+}
+
+thread_local! {
+    /// Each thread's bit per bucket for [`Sink`], cleared after every record.
+    static SEEN: std::cell::RefCell<Vec<u64>> = std::cell::RefCell::new(vec![0; BUCKETS / 64]);
+}
+
+/// The distinct features of a record's text, as bucket indexes (in the order met);
+/// returns the shapes of the head of its last user message.
+pub fn features(job: &Job, out: &mut Vec<u32>) -> Shapes {
     out.clear();
-    let mut sink = Sink { out };
+    SEEN.with_borrow_mut(|seen| {
+        let shapes = collect(job, &mut Sink { out, seen });
+        for &f in out.iter() {
+            seen[f as usize / 64] = 0;
+        }
+        shapes
+    })
+}
+
+fn collect(job: &Job, sink: &mut Sink) -> Shapes {
     let user = job.last_user_text();
-    let window = |text: &str, sink: &mut Sink, first: bool| {
+    let hard = &*HARD;
+    let mut hard_found = 0u32;
+    let mut window = |text: &str, sink: &mut Sink, first: bool| {
         let (mut prev, mut n) = (0u64, 0usize);
         let mut last = [0u64; 3];
-        words(text, |w| {
+        let letters = words(text, |Word { hash: w, stem }| {
             sink.push(Kind::Word, w);
-            sink.push(Kind::Pair, mix(prev, w));
+            if let Some(s) = stem {
+                sink.push(Kind::Stem, s);
+            }
+            let pair = mix(prev, w);
+            sink.push(Kind::Pair, pair);
+            hard_found |= hard_bits(hard, w, pair);
             if first && n < 4 {
                 sink.push(Kind::First, mix(n as u64, w));
             }
@@ -359,34 +536,111 @@ pub fn features(job: &Job, out: &mut Vec<u32>) {
         for (i, w) in last.iter().enumerate().filter(|(_, w)| **w != 0) {
             sink.push(Kind::Last, mix(i as u64, *w));
         }
-        n
+        (n, letters)
     };
-    let n = window(head(user, HEAD_BYTES), &mut sink, true);
+    let head = head(user, HEAD_BYTES);
+    let (n, (letters, foreign)) = window(head, sink, true);
     if user.len() > HEAD_BYTES + TAIL_BYTES {
-        window(tail(user, TAIL_BYTES), &mut sink, false);
+        window(tail(user, TAIL_BYTES), sink, false);
     }
     for sys in job.system_text() {
-        words(head(sys, SYSTEM_BYTES), |w| sink.push(Kind::System, w));
+        words(head_of(sys, SYSTEM_BYTES), |w| {
+            sink.push(Kind::System, w.hash)
+        });
     }
     // Shapes: the message's size in words and bytes, its lines, code fences, how much
-    // of it is in another script than Latin, its turns.
+    // of it is in another script than Latin, its turns, code and math notation.
+    let found = shapes(head);
     let log2 = |v: usize| u64::from(usize::BITS - v.leading_zeros());
     sink.shape(1, log2(n));
     sink.shape(2, log2(user.len()));
-    sink.shape(3, log2(user.bytes().filter(|&b| b == b'\n').count()));
-    sink.shape(4, u64::from(user.contains("```")));
-    let head = head(user, HEAD_BYTES);
-    let non_ascii = head
-        .chars()
-        .filter(|c| !c.is_ascii() && c.is_alphabetic())
-        .count();
-    let letters = head.chars().filter(|c| c.is_alphabetic()).count().max(1);
-    sink.shape(5, (non_ascii * 4 / letters) as u64);
-    sink.shape(6, u64::from(non_ascii > 0 && non_ascii < letters));
+    sink.shape(3, log2(head.bytes().filter(|&b| b == b'\n').count()));
+    sink.shape(4, u64::from(found.fence));
+    sink.shape(5, (foreign * 4 / letters.max(1)) as u64);
+    sink.shape(6, u64::from(foreign > 0 && foreign < letters));
     sink.shape(7, job.turns().min(6) as u64);
     sink.shape(8, u64::from(job.system_text().next().is_some()));
-    out.sort_unstable();
-    out.dedup();
+    sink.shape(9, u64::from(found.code));
+    sink.shape(10, u64::from(found.math));
+    Shapes {
+        hard: hard_found.count_ones() as u16,
+        ..found
+    }
+}
+
+pub(super) fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// The bytes that can start a shape in [`shapes`] (the first bytes of its match arms).
+static SHAPE_START: [bool; 256] = {
+    let mut table = [false; 256];
+    let starts = b"{};(=-^+*/<>0123456789$`#df";
+    let mut i = 0;
+    while i < starts.len() {
+        table[starts[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// Counts shapes in the text: code punctuation and math notation.
+pub fn shapes(text: &str) -> Shapes {
+    let b = text.as_bytes();
+    let (mut code, mut math) = (0u16, 0u16);
+    let mut numbers = 0u16;
+    let mut fence = false;
+    let mut keyword = false;
+    for i in 0..b.len() {
+        // Most bytes (letters, spaces) start no shape: one table lookup skips them.
+        if !SHAPE_START[usize::from(b[i])] {
+            continue;
+        }
+        let prev = if i > 0 { b[i - 1] } else { b' ' };
+        let next = b.get(i + 1).copied().unwrap_or(b' ');
+        match b[i] {
+            b'{' | b'}' | b';' => code += 1,
+            b'(' if next == b')' => code += 1,
+            b'=' if next == b'>' || next == b'=' => code += 1,
+            b'-' if next == b'>' => code += 1,
+            b'^' => math += 2,
+            b'=' if prev == b' ' && next == b' ' => math += 2,
+            b'+' | b'*' | b'/' | b'<' | b'>'
+                if (prev.is_ascii_alphanumeric() || prev == b' ')
+                    && (next.is_ascii_alphanumeric() || next == b' ') =>
+            {
+                math += 1
+            }
+            b'0'..=b'9' if !prev.is_ascii_digit() && prev != b'.' && prev != b',' => numbers += 1,
+            b'$' if next.is_ascii_digit() => math += 2,
+            b'`' if b[i..].starts_with(b"```") => fence = true,
+            b'#' if b[i..].starts_with(b"#include") => keyword = true,
+            b'd' | b'f'
+                if !is_word(prev)
+                    && (b[i..].starts_with(b"def ") || b[i..].starts_with(b"fn ")) =>
+            {
+                keyword = true
+            }
+            _ => {}
+        }
+    }
+    if fence {
+        code += 12;
+    }
+    if keyword {
+        code += 3;
+    }
+    math += match numbers {
+        0..=2 => 0,
+        3..=4 => 4,
+        _ => 6,
+    };
+    Shapes {
+        code: code.min(16),
+        math: math.min(8),
+        fence,
+        hard: 0,
+    }
 }
 
 #[cfg(test)]

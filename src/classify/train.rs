@@ -12,7 +12,10 @@ use crate::record::Task;
 pub struct Options {
     pub epochs: u32,
     pub learning_rate: f32,
-    /// L2 shrinkage applied to the weights a record touches.
+    /// L2 shrinkage applied to the weights a record touches, divided by the number of
+    /// training records: a small workload needs it strong, or its rare words and word
+    /// pairs are memorised instead of the words that decide its tasks; thousands of
+    /// records need little.
     pub l2: f32,
     /// The share of records an unsure decision should cover at most (the threshold is
     /// set where this share of held-out records falls below it).
@@ -24,8 +27,8 @@ impl Default for Options {
         Options {
             epochs: 12,
             learning_rate: 0.5,
-            l2: 1e-6,
-            unsure_share: 0.2,
+            l2: 1.0,
+            unsure_share: 0.15,
         }
     }
 }
@@ -71,6 +74,7 @@ pub fn fit(
     });
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let l2 = o.l2 / train.len().max(1) as f32;
     for _ in 0..o.epochs {
         // Fisher-Yates with a fixed-seed xorshift: the same order every time.
         for i in (1..order.len()).rev() {
@@ -98,7 +102,7 @@ pub fn fit(
                 bias[k] -= o.learning_rate * g / bias_g2[k].sqrt();
                 for &f in &e.features {
                     let at = f as usize * K + k;
-                    let gw = g * x + o.l2 * w[at];
+                    let gw = g * x + l2 * w[at];
                     g2[at] += gw * gw;
                     w[at] -= o.learning_rate * gw / g2[at].sqrt();
                 }

@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Write};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::classify::ClassifiedBy;
+use crate::classify::{llm, ClassifiedBy};
 use crate::cli::ClassifyArgs;
 use crate::evaluate::{evaluate_all, Outcome};
 use crate::exit::Exit;
@@ -25,6 +25,12 @@ struct ClassifyLine<'a> {
     classified_by: Option<ClassifiedBy>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// The local decision's calibrated confidence (1 for facts and explicit tasks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confidence: Option<f64>,
+    /// Below the unsure threshold: the `[classifier.llm]` scope "unsure" asks about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsure: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tier: Option<Tier>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,6 +58,8 @@ pub fn classify(args: ClassifyArgs) -> Result<Exit> {
             complexity: None,
             classified_by: None,
             reason: None,
+            confidence: None,
+            unsure: None,
             tier: None,
             candidates: None,
             model: None,
@@ -85,6 +93,8 @@ pub fn classify(args: ClassifyArgs) -> Result<Exit> {
                 line.complexity = Some(decision.complexity);
                 line.classified_by = Some(decision.classified_by);
                 line.reason = Some(decision.reason.to_string());
+                line.confidence = Some(rounded(decision.confidence));
+                line.unsure = Some(llm::is_unsure(decision, &cfg.classifier));
                 line.tier = Some(*tier);
                 line.candidates = Some(vec![]);
                 line.input_tokens = Some(*prompt_tokens);
@@ -101,6 +111,8 @@ pub fn classify(args: ClassifyArgs) -> Result<Exit> {
                 line.complexity = Some(decision.complexity);
                 line.classified_by = Some(decision.classified_by);
                 line.reason = Some(decision.reason.to_string());
+                line.confidence = Some(rounded(decision.confidence));
+                line.unsure = Some(llm::is_unsure(decision, &cfg.classifier));
                 line.tier = Some(route.tier);
                 line.candidates = Some(
                     route
@@ -121,4 +133,9 @@ pub fn classify(args: ClassifyArgs) -> Result<Exit> {
     })?;
     out.flush()?;
     Ok(Exit::of_records(summary.invalid + summary.unroutable))
+}
+
+/// A confidence to 4 decimals: an f32 printed as f64 shows noise digits.
+fn rounded(c: f32) -> f64 {
+    (f64::from(c) * 1e4).round() / 1e4
 }

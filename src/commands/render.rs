@@ -66,7 +66,53 @@ pub fn plan_json(
         "fits_budget": budget.map(|b| total <= b),
         "models": models,
         "tasks": tasks,
+        "unsure": unsure_json(cfg, s),
     })
+}
+
+/// The records the local classifier was unsure of and what asking the LLM classifier
+/// about them costs.
+fn unsure_json(cfg: &Config, s: &PlanSummary) -> serde_json::Value {
+    json!({
+        "records": s.unsure.records,
+        "min_confidence": (f64::from(llm::unsure_below(&cfg.classifier)) * 1e4).round() / 1e4,
+        "model": cfg.llm_model.map(|m| &cfg.models[m].name),
+        "asked": cfg.llm_classifier.is_some(),
+        "cannot_ask": s.unsure_unaskable,
+        "ask_cost_usd": cfg.llm_model.map(|_| usd(s.unsure.cost)),
+    })
+}
+
+/// One line on the unsure records: how many, and what asking about them costs.
+fn unsure_line(cfg: &Config, s: &PlanSummary) -> String {
+    let u = &s.unsure;
+    let routed = s.total.records.max(1);
+    let head = format!(
+        "unsure: {} of {} routed records ({:.1}%) below confidence {:.2}",
+        group_thousands(u.records),
+        group_thousands(s.total.records),
+        u.records as f64 * 100.0 / routed as f64,
+        llm::unsure_below(&cfg.classifier)
+    );
+    let asked = cfg.llm_classifier.is_some();
+    let head = match s.unsure_unaskable {
+        0 => head,
+        n => format!(
+            "{head} ({} cannot be asked: a tag its provider may not receive, or too long)",
+            group_thousands(n)
+        ),
+    };
+    match cfg.llm_model {
+        Some(m) if asked => format!(
+            "{head}; asking {} costs {} (in the total)",
+            cfg.models[m].name, u.cost
+        ),
+        Some(m) => format!(
+            "{head}; asking {} would cost {} (off: [classifier.llm] enabled = true asks)",
+            cfg.models[m].name, u.cost
+        ),
+        None => head,
+    }
 }
 
 /// A borderless table whose columns from `numeric_from` on are right-aligned.
@@ -181,6 +227,7 @@ pub fn write_plan_table(
         s.savings_pct()
     )?;
     writeln!(out, "cheapest eligible routing: {}", s.cheapest_cost)?;
+    writeln!(out, "{}", unsure_line(cfg, s))?;
     if let Some(b) = budget {
         if total <= b {
             writeln!(out, "budget {b}: fits ({} of it)", pct(b.share(total)))?;

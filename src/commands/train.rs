@@ -85,7 +85,11 @@ pub fn train(args: TrainArgs) -> Result<Exit> {
         "calibrated_on": calibrate.len(),
         "held_out": held_out.len(),
     });
-    let model = fit(&train, &calibrate, &Options::default(), trained);
+    let options = Options {
+        unsure_share: args.unsure_share as f32,
+        ..Options::default()
+    };
+    let model = fit(&train, &calibrate, &options, trained);
     let ev = evaluate(&model, &held_out);
     let model = with_held_out(model, &ev);
     std::fs::write(&args.out, model.to_bytes())

@@ -215,6 +215,9 @@ pub struct Config {
     pub classifier: ClassifierConfig,
     /// The LLM classifier's model, when `[classifier.llm] enabled`.
     pub llm_classifier: Option<ModelId>,
+    /// `[classifier.llm] model` whether or not it is enabled: `plan` prices asking it
+    /// about the unsure records with it.
+    pub llm_model: Option<ModelId>,
     pub batch_model: BatchModel,
     /// A JSONL line longer than this is an invalid record, not read into memory.
     pub max_line_bytes: u64,
@@ -271,10 +274,10 @@ impl Config {
             )
         })?;
         let mut classifier = raw.classifier;
-        classifier.model = match classifier_file(over, &classifier) {
-            Some(path) => Some(Arc::new(TaskModel::load(&path)?)),
+        classifier.model = Some(match classifier_file(over, &classifier) {
+            Some(path) => Arc::new(TaskModel::load(&path)?),
             None => TaskModel::embedded(),
-        };
+        });
         let llm = &classifier.llm;
         let llm_classifier = match llm.enabled {
             false => None,
@@ -287,6 +290,7 @@ impl Config {
         };
         Ok(Config {
             llm_classifier,
+            llm_model: index(&llm.model),
             tier: over.tier.unwrap_or(raw.defaults.tier),
             baseline,
             output_tokens: raw.defaults.output_tokens,

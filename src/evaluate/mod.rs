@@ -11,13 +11,14 @@ mod summary;
 pub use stream::{evaluate_all, evaluate_batches};
 pub use summary::{Dedup, Line, PlanSummary};
 
+use crate::classify::llm;
 use crate::classify::{classify, Decision};
 use crate::config::{Config, Tokenizer};
 use crate::input::parse::parse_record;
 use crate::input::Batch;
 use crate::money::Usd;
 use crate::record::{Job, Position, Tier};
-use crate::route::{classifier_question, route, Route};
+use crate::route::{classifier_question, route, unsure_question, Route};
 use crate::tokens::PromptTokens;
 
 /// One record after evaluation.
@@ -50,6 +51,11 @@ pub enum Outcome {
         baseline_cost: Usd,
         /// Input tokens of the `[classifier.llm]` question, when it will be asked.
         classifier_tokens: Option<u64>,
+        /// The local model was unsure of the record ([`llm::is_unsure`]).
+        unsure: bool,
+        /// Input tokens of the question about it on `[classifier.llm] model`, asked or
+        /// not, when it is unsure.
+        unsure_tokens: Option<u64>,
     },
 }
 
@@ -82,12 +88,22 @@ pub fn evaluate_batch(
                             let classifier_tokens =
                                 classifier_question(cfg, &job, &decision, &mut tokens)
                                     .map(|(_, c)| c.input_tokens);
+                            let unsure = llm::is_unsure(&decision, &cfg.classifier);
+                            let unsure_tokens = match unsure {
+                                false => None,
+                                true => classifier_tokens.or_else(|| {
+                                    unsure_question(cfg, &job, &decision, &mut tokens)
+                                        .map(|c| c.input_tokens)
+                                }),
+                            };
                             Outcome::Routed {
                                 job: Box::new(job),
                                 decision,
                                 route,
                                 baseline_cost,
                                 classifier_tokens,
+                                unsure,
+                                unsure_tokens,
                             }
                         }
                         Err(reason) => Outcome::Unroutable {

@@ -66,6 +66,13 @@ pub struct PlanSummary {
     pub cheapest_cost: Usd,
     /// Questions to the `[classifier.llm]` model (part of `total`'s cost).
     pub classifier: Line,
+    /// Records the local model was unsure of, and what asking `[classifier.llm] model`
+    /// about them costs (whether or not it is asked; when it is, this is part of
+    /// `classifier`).
+    pub unsure: Line,
+    /// Unsure records the LLM classifier cannot be asked about (a tag its provider may
+    /// not receive, a prompt too long for it); the local decision stands.
+    pub unsure_unaskable: u64,
 }
 
 impl PlanSummary {
@@ -94,8 +101,23 @@ impl PlanSummary {
                 route,
                 baseline_cost,
                 classifier_tokens,
+                unsure,
+                unsure_tokens,
                 ..
             } => {
+                if *unsure {
+                    match (unsure_tokens, cfg.llm_model) {
+                        (Some(input), Some(m)) => {
+                            let out = llm::OUTPUT_TOKENS;
+                            let cost = cfg.models[m].cost(*input, out);
+                            self.unsure.add(*input, out, cost, Usd::ZERO);
+                        }
+                        _ => {
+                            self.unsure.records += 1;
+                            self.unsure_unaskable += 1;
+                        }
+                    }
+                }
                 if let (Some(input), Some(m)) = (classifier_tokens, cfg.llm_classifier) {
                     let out = llm::OUTPUT_TOKENS;
                     let cost = cfg.models[m].cost(*input, out);

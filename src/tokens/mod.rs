@@ -9,6 +9,7 @@ use rustc_hash::FxHashMap;
 use crate::config::{Model, Tokenizer};
 mod pretokenize;
 use crate::record::{ImageDetail, Message};
+pub use pretokenize::{is_letter, is_letter_or_number};
 
 /// Chat format overhead (OpenAI cookbook, gpt-4o/gpt-4): every message is wrapped in
 /// 3 tokens, a `name` costs 1 more, and every reply is primed with 3.
@@ -71,11 +72,14 @@ pub fn count_text(tokenizer: Tokenizer, text: &str) -> u64 {
                 }
             };
         };
-        if tokenizer == Tokenizer::O200k && pretokenize::is_plain_ascii(text.as_bytes()) {
-            pretokenize::for_each_piece(text.as_bytes(), count_piece);
-        } else {
-            bpe.split(text)
-                .for_each(|piece| count_piece(piece.as_bytes()));
+        match tokenizer {
+            Tokenizer::O200k if pretokenize::is_plain_ascii(text.as_bytes()) => {
+                pretokenize::for_each_piece(text.as_bytes(), count_piece)
+            }
+            Tokenizer::O200k => pretokenize::for_each_piece_unicode(text, count_piece),
+            Tokenizer::Cl100k => bpe
+                .split(text)
+                .for_each(|piece| count_piece(piece.as_bytes())),
         }
         total
     })

@@ -582,9 +582,12 @@ fn classifier_accuracy_floor_on_labelled_fixtures() {
         .zip(&want)
         .filter(|(g, w)| g["task"] == w["task"])
         .count();
+    // A regression floor, not a measure of accuracy: these prompts were written for the
+    // old rules' tests and looked at while the model was built (the README's figures
+    // are on prompts from elsewhere). The shipped model gets 90 of 94.
     let accuracy = ok as f64 / want.len() as f64;
     assert!(
-        accuracy >= 0.95,
+        accuracy >= 0.93,
         "classifier accuracy fell to {ok}/{}",
         want.len()
     );
@@ -836,5 +839,59 @@ fn parquet_null_ids_invalid_utf8_and_unexpected_types_are_rows_not_crashes() {
         o.stderr.contains("row 1: field `max_tokens`"),
         "{}",
         o.stderr
+    );
+}
+
+#[test]
+fn plan_counts_the_unsure_records_and_prices_asking_about_them() {
+    let input = "jobs/tickets_nightly.jsonl";
+    let c = run(&["classify", input]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    let unsure = c
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["unsure"] == true)
+        .count() as u64;
+    assert!(unsure > 0, "the example has no unsure records to count");
+    let off = plan_json(&[input]);
+    assert_eq!(off["unsure"]["records"], unsure, "{}", off["unsure"]);
+    assert_eq!(off["unsure"]["asked"], false);
+    assert_eq!(off["unsure"]["model"], "deepseek-chat");
+    // With the LLM classifier on, the questions it prices are the same ones, and they
+    // are in the total.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("llm.toml");
+    std::fs::write(&cfg, "[classifier.llm]\nenabled = true\n").unwrap();
+    let on = plan_json(&[input, "--config", cfg.to_str().unwrap()]);
+    assert_eq!(on["unsure"]["asked"], true);
+    assert_eq!(on["unsure"]["ask_cost_usd"], off["unsure"]["ask_cost_usd"]);
+    let line = on["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "deepseek-chat (classifier)")
+        .unwrap_or_else(|| panic!("{on}"));
+    // Four tickets carry the tag `pii`, which deepseek may not receive: unsure, but
+    // not asked (their local decision stands).
+    assert_eq!(off["unsure"]["cannot_ask"], 4);
+    assert_eq!(line["requests"], unsure - 4);
+    assert_eq!(line["cost_usd"], off["unsure"]["ask_cost_usd"]);
+    let extra = on["total_cost_usd"].as_f64().unwrap() - off["total_cost_usd"].as_f64().unwrap();
+    assert!((extra - line["cost_usd"].as_f64().unwrap()).abs() < 1e-12);
+    // The table says it in one line.
+    let t = run(&["plan", input]);
+    let last = t.stdout.lines().last().unwrap();
+    assert!(
+        last.starts_with(&format!("unsure: {unsure} of 40 routed records (")),
+        "{last}"
+    );
+    assert!(
+        last.contains("(4 cannot be asked: a tag its provider may not receive, or too long)"),
+        "{last}"
+    );
+    assert!(
+        last.ends_with("(off: [classifier.llm] enabled = true asks)"),
+        "{last}"
     );
 }

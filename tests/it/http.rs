@@ -163,12 +163,21 @@ fn the_llm_classifier_on_unsure_asks_only_about_records_the_rules_were_unsure_of
     edit(
         &cfg,
         &[],
-        "[classifier.llm]\nenabled = true\nmodel = \"cheap\"\nscope = \"unsure\"\nmin_confidence = 0.6\n",
+        "[classifier.llm]\nenabled = true\nmodel = \"cheap\"\nscope = \"unsure\"\nmin_confidence = 0.8\n",
     );
-    // The first is won by a wide margin (a summarization cue, 18); the second has no
-    // cue at all (a margin of 6 below the rules' threshold).
+    // The local model is sure of the first (a confidence near 1) and unsure of the
+    // second (below 0.8: `classify` says so, checked below).
     let job = "{\"id\":\"sure\",\"prompt\":\"Summarize this support ticket in two sentences: the printer is jammed.\"}\n\
                {\"id\":\"unsure\",\"prompt\":\"the lighthouse keeper and the last ship\"}\n";
+    let input = crate::fake::write_job(&cfg, job);
+    let c = crate::common::output(crate::common::bin().args([
+        "classify",
+        input.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    let unsure: Vec<bool> = rows(&c).iter().map(|r| r["unsure"] == true).collect();
+    assert_eq!(unsure, [false, true], "{}", c.stdout);
     let o = run(&cfg, job, &["--concurrency", "1"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     let questions: Vec<String> = server

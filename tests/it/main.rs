@@ -11,3 +11,4 @@ mod http;
 mod resume;
 mod run;
 mod tokens;
+mod train;

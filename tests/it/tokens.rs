@@ -110,3 +110,27 @@ fn random_ascii_counts_match_tiktoken() {
         );
     }
 }
+
+/// Multilingual text (CJK, Cyrillic, accents, emoji, marks, other digits): our char
+/// path's counts against tiktoken's.
+#[test]
+fn multilingual_counts_match_tiktoken() {
+    let o200k = tiktoken_rs::o200k_base().unwrap();
+    for s in [
+        "请把这封邮件翻译成英文：我们下周一开会，讨论第三季度的预算。",
+        "お客様の注文番号は12345です。返金は3〜5営業日かかります🙂",
+        "Клиент пишет: «Вход не работает уже два дня». Что ответить?",
+        "Größe über Straße: déjà vu, façon, naïve coöperation, Ærøskøbing.",
+        "emoji 👍🏽🎉 and ZWJ 👨‍👩‍👧 family, flags 🇫🇷🇯🇵",
+        "Arabic digits ١٢٣٤٥ and Devanagari ०१२३, Roman Ⅻ, fractions ½",
+        "fn größe_berechnen(xs: &[f64], δ: f64) -> f64 { xs.iter().map(|x| x * δ).sum() }",
+        "한국어 문장도 있습니다. 감사합니다!",
+        "\u{a0}non-breaking\u{2003}em-space\u{3000}ideographic",
+    ] {
+        assert_eq!(
+            count_text(Tokenizer::O200k, s),
+            o200k.encode_ordinary(s).len() as u64,
+            "{s:?}"
+        );
+    }
+}
