@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::OnBudget;
 use crate::config::Overrides;
@@ -17,6 +17,17 @@ use crate::record::Tier;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log events on stderr: -v the run's (start, breakers, budget, stops), -vv also
+    /// every record's route, requests, retries and fallbacks. Never prompts, answers
+    /// or keys.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr: no progress, warnings or summary.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// With -vv: also log each record's prompt and answer (they may hold private data).
+    #[arg(long, global = true)]
+    pub log_prompts: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +42,23 @@ pub enum Command {
     Models(ModelsArgs),
     /// Fit the local classifier to labelled records and write it to a model file.
     Train(TrainArgs),
+    /// Print a shell completion script: bash, zsh, fish, powershell or elvish.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+impl CompletionsArgs {
+    /// The script for this shell.
+    pub fn script(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        clap_complete::generate(self.shell, &mut Cli::command(), "switchyard", &mut out);
+        out
+    }
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +143,10 @@ pub struct RunArgs {
     /// Summary format (json goes to stdout when --out is given).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Without --out: write results to stdout in input order, not as they finish
+    /// (at most 4 × concurrency records wait in memory for a slow earlier one).
+    #[arg(long, conflicts_with = "out")]
+    pub keep_order: bool,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@ pub static malloc_conf: &[u8; 47] = b"narenas:2,dirty_decay_ms:1000,muzzy_decay_
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    switchyard::log::init(cli.verbose, cli.quiet, cli.log_prompts);
     let exit = match commands::run(cli.command) {
         Ok(exit) => exit,
         // `switchyard classify big.jsonl | head` ends quietly (`run` handles its own).

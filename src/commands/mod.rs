@@ -23,6 +23,13 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Classify(a) => classify::classify(a),
         Command::Models(a) => models::models(a),
         Command::Train(a) => train::train(a),
+        Command::Completions(a) => {
+            // Written whole, so a closed pipe is an error `main` ends quietly on.
+            let mut out = std::io::stdout().lock();
+            std::io::Write::write_all(&mut out, &a.script())?;
+            std::io::Write::flush(&mut out)?;
+            Ok(Exit::Ok)
+        }
     }
 }
 
@@ -35,7 +42,7 @@ fn load(args: &RoutingArgs, baseline: Option<String>) -> Result<(Config, Input)>
 fn load_config(over: &crate::config::Overrides) -> Result<Config> {
     let cfg = Config::load(over)?;
     for w in &cfg.warnings {
-        eprintln!("warning: {w}");
+        crate::note!("warning: {w}");
     }
     Ok(cfg)
 }

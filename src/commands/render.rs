@@ -67,6 +67,7 @@ pub fn plan_json(
         "models": models,
         "tasks": tasks,
         "unsure": unsure_json(cfg, s),
+        "reasons": s.reasons.json(),
     })
 }
 
@@ -228,6 +229,12 @@ pub fn write_plan_table(
     )?;
     writeln!(out, "cheapest eligible routing: {}", s.cheapest_cost)?;
     writeln!(out, "{}", unsure_line(cfg, s))?;
+    if !s.reasons.is_empty() {
+        writeln!(out, "not routed:")?;
+        for line in s.reasons.lines() {
+            writeln!(out, "  {line}")?;
+        }
+    }
     if let Some(b) = budget {
         if total <= b {
             writeln!(out, "budget {b}: fits ({} of it)", pct(b.share(total)))?;

@@ -27,6 +27,7 @@ pub fn run(args: RunArgs) -> Result<Exit> {
         resume: args.resume,
         force: args.force,
         overwrite: args.overwrite,
+        keep_order: args.keep_order,
     };
     let summary = match crate::run::run(cfg, settings) {
         Err(err) if is_broken_pipe(&err) => {
@@ -103,8 +104,8 @@ pub fn run_summary(s: &RunSummary, budget: Option<Usd>, resume_hint: Option<Stri
             ms(r.latency_p95_ms),
         ]);
     }
-    eprintln!("{t}");
-    eprintln!(
+    crate::note!("{t}");
+    crate::note!(
         "{} records, {} not ok; spent {} (baseline {} on the same tokens){}",
         group_thousands(s.rows),
         group_thousands(s.not_ok),
@@ -112,11 +113,14 @@ pub fn run_summary(s: &RunSummary, budget: Option<Usd>, resume_hint: Option<Stri
         total.baseline_cost,
         budget.map_or(String::new(), |b| format!("; budget {b}"))
     );
+    for line in s.reasons.lines() {
+        crate::note!("  {line}");
+    }
     if total.overrun_calls > 0 {
         let over = budget.filter(|b| s.spent > *b).map_or(String::new(), |b| {
             format!("; spend is over --budget by {}", s.spent - b)
         });
-        eprintln!(
+        crate::note!(
             "warning: {} calls were billed {} more than the worst case reserved for them \
              (the provider counted more tokens than switchyard); new requests are refused \
              once the budget is used{over}",
@@ -126,6 +130,22 @@ pub fn run_summary(s: &RunSummary, budget: Option<Usd>, resume_hint: Option<Stri
     }
     if s.stopped_on_budget {
         eprintln!("error: the run stopped on --budget; records not sent are marked skipped_budget");
+    }
+    if let Some(h) = &s.halted {
+        let left = s.remaining.map_or("the rest of stdin was".into(), |n| {
+            format!("{} records were", group_thousands(n))
+        });
+        eprintln!(
+            "error: stopped: {} records in a row failed on every model: {}; {left} not started (`[run] stop_after_same_failures`)",
+            group_thousands(h.records),
+            h.why
+        );
+        match &resume_hint {
+            Some(hint) => eprintln!("fix that, then continue with: {hint}"),
+            None => {
+                eprintln!("fix that and run the job again (with --out DIR a run can be resumed)")
+            }
+        }
     }
     if s.interrupted {
         let abandoned = match s.abandoned {
@@ -152,7 +172,11 @@ pub fn run_json(s: &RunSummary, budget: Option<Usd>) -> serde_json::Value {
         "records": s.rows, "not_ok": s.not_ok, "spent_usd": usd(s.spent),
         "spent_exact": s.spent.exact(), "budget_usd": budget.map(usd),
         "stopped_on_budget": s.stopped_on_budget, "interrupted": s.interrupted,
+        "stopped_on_failures": s.halted.as_ref().map(|h| json!({
+            "records": h.records, "reason": &*h.why, "not_started": s.remaining,
+        })),
         "baseline_cost_usd": usd(total.baseline_cost), "savings_pct": total.savings_pct(),
         "overrun_usd": usd(total.overrun), "overrun_calls": total.overrun_calls,
+        "reasons": s.reasons.json(),
     })
 }

@@ -176,6 +176,9 @@ pub struct RunConfig {
     pub journal_sync_ms: u64,
     /// After Ctrl-C/SIGTERM, how long in-flight records may take to finish.
     pub drain_timeout_s: u64,
+    /// Records in a row that failed the same lasting way before the run stops
+    /// starting more (0: never).
+    pub stop_after_same_failures: u32,
 }
 
 /// `[checks]`: which escalation checks run on every answer.
@@ -310,6 +313,14 @@ impl Config {
 
     pub fn route(&self, task: Task, tier: Tier) -> &[ModelId] {
         &self.routes[&(task, tier)]
+    }
+
+    /// Every model some route lists, in id order.
+    pub fn routed_models(&self) -> Vec<ModelId> {
+        let mut ids: Vec<ModelId> = self.routes.values().flatten().copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     pub fn model_id(&self, name: &str) -> Option<ModelId> {

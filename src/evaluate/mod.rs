@@ -4,7 +4,7 @@
 //! the input and reports bad records on stderr, nothing else; `plan` and `classify`
 //! render what it yields, `run` executes it.
 
-mod pipeline;
+pub mod pipeline;
 mod stream;
 mod summary;
 

@@ -27,7 +27,7 @@ impl Problems {
     fn report(&mut self, problem: &str) {
         if self.shown < SHOWN_PROBLEMS {
             self.shown += 1;
-            eprintln!("warning: {}: {problem}", self.label);
+            crate::note!("warning: {}: {problem}", self.label);
         } else {
             self.hidden += 1;
         }
@@ -35,9 +35,10 @@ impl Problems {
 
     fn finish(&self) {
         if self.hidden > 0 {
-            eprintln!(
+            crate::note!(
                 "warning: {}: {} more bad records not shown (`switchyard classify` lists them all)",
-                self.label, self.hidden
+                self.label,
+                self.hidden
             );
         }
     }
@@ -103,7 +104,7 @@ pub fn evaluate_batches(
     )?;
     problems.finish();
     if summary.records == 0 {
-        eprintln!("warning: {label}: no records");
+        crate::note!("warning: {label}: no records");
     }
     Ok(summary)
 }

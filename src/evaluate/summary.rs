@@ -11,7 +11,9 @@ use super::{Evaluated, Outcome};
 use crate::classify::llm;
 use crate::config::{Config, ModelId};
 use crate::money::Usd;
+use crate::output::reasons::Reasons;
 use crate::output::report::{savings_pct, ReportRow};
+use crate::output::Status;
 use crate::record::Task;
 
 /// Remembers ids to reject duplicates. Keeps a 64-bit hash per id (8 bytes a record,
@@ -73,6 +75,8 @@ pub struct PlanSummary {
     /// Unsure records the LLM classifier cannot be asked about (a tag its provider may
     /// not receive, a prompt too long for it); the local decision stands.
     pub unsure_unaskable: u64,
+    /// Why the invalid and unroutable records are.
+    pub reasons: Reasons,
 }
 
 impl PlanSummary {
@@ -81,6 +85,10 @@ impl PlanSummary {
         self.records += 1;
         if !dedup.first(&e.id) {
             self.invalid += 1;
+            self.reasons.add(
+                Status::InvalidInput,
+                Some("duplicate id (an earlier record has it)"),
+            );
             return Some(format!(
                 "{}: duplicate id '{}' (an earlier record has it)",
                 e.position, e.id
@@ -90,10 +98,12 @@ impl PlanSummary {
             Outcome::Done => None,
             Outcome::Invalid(reason) => {
                 self.invalid += 1;
+                self.reasons.add(Status::InvalidInput, Some(reason));
                 Some(format!("{}: {reason}", e.position))
             }
             Outcome::Unroutable { reason, .. } => {
                 self.unroutable += 1;
+                self.reasons.add_kind("unroutable", Some(reason));
                 Some(format!("{} (id {}): {reason}", e.position, e.id))
             }
             Outcome::Routed {

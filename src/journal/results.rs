@@ -1,6 +1,7 @@
 //! The final pass: `results.parquet` written from the journal, one row per input
 //! position (its last result), in input order, however many runs it took.
 
+use crate::output::reasons::Reasons;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -15,6 +16,8 @@ use crate::output::parquet::ParquetResults;
 pub struct Written {
     pub records: u64,
     pub not_ok: u64,
+    /// Why the records that are not ok are not.
+    pub reasons: Reasons,
 }
 
 /// Writes `results.parquet` from the journal: one row per input position (its last
@@ -64,6 +67,7 @@ pub fn write_results(path: &Path, dir: &Path) -> Result<Written> {
     let mut written = Written {
         records: 0,
         not_ok: 0,
+        reasons: Reasons::default(),
     };
     for (_, offset, len) in rows {
         let bytes = blocks
@@ -73,6 +77,9 @@ pub fn write_results(path: &Path, dir: &Path) -> Result<Written> {
             .with_context(|| format!("{} at byte {offset} is damaged", path.display()))?;
         written.records += 1;
         written.not_ok += u64::from(!stored.row.is_ok());
+        written
+            .reasons
+            .add(stored.row.status, stored.row.error.as_deref());
         out.push(stored.row)?;
     }
     out.finish()?;

@@ -3,6 +3,7 @@
 //! from the journal, `parquet`) — and the per-model cost report (`report`).
 
 pub mod parquet;
+pub mod reasons;
 pub mod report;
 
 use std::io::Write;

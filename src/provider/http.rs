@@ -15,18 +15,24 @@ use crate::record::Job;
 pub struct HttpProvider {
     name: String,
     kind: ProviderKind,
+    /// Where and how requests go, or why this provider cannot take any (its key
+    /// variable unset, a URL it may not be sent to): every request then fails with
+    /// that reason, and the run's start has said so.
+    target: Result<Target, String>,
+    /// The whole request, connect to last byte.
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+struct Target {
     /// Parsed once: a request clones it instead of parsing a string.
     endpoint: reqwest::Url,
-    key_env: Option<String>,
     /// The key's header, built once and marked sensitive. Never printed: this type
-    /// has no Debug, and errors name `key_env`, not the key.
+    /// has no Debug, and errors name the variable, not the key.
     auth: Option<(&'static str, reqwest::header::HeaderValue)>,
     /// The key itself, only to scrub it from what a provider sends back (an error
     /// body or an answer that echoes it) before that text goes anywhere.
     key: Option<String>,
-    /// The whole request, connect to last byte.
-    timeout: Duration,
-    client: reqwest::Client,
 }
 
 /// `http://` is for loopback only, unless the provider says `allow_insecure = true`.
@@ -56,6 +62,51 @@ fn check_url(name: &str, p: &Provider) -> Result<()> {
     Ok(())
 }
 
+/// Why provider `name` cannot take a request, if it cannot: its `api_key_env` is
+/// unset or empty, or its `base_url` is one it may not be sent to. Reads the
+/// environment; never returns the key.
+pub fn unusable(name: &str, p: &Provider) -> Option<String> {
+    target(name, p).err()
+}
+
+/// The endpoint and key of provider `name`, checked.
+fn target(name: &str, p: &Provider) -> Result<Target, String> {
+    check_url(name, p).map_err(|e| e.to_string())?;
+    let base = p.base_url.trim().trim_end_matches('/');
+    let endpoint = match p.kind {
+        ProviderKind::Openai => format!("{base}/chat/completions"),
+        ProviderKind::Anthropic => format!("{base}/messages"),
+    };
+    let endpoint = reqwest::Url::parse(&endpoint)
+        .map_err(|e| format!("provider `{name}`: base_url is not a URL: {e}"))?;
+    let Some(var) = &p.api_key_env else {
+        // A server that takes no key (a local one).
+        return Ok(Target {
+            endpoint,
+            auth: None,
+            key: None,
+        });
+    };
+    let key = std::env::var(var)
+        .ok()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| format!("provider {name}: {var} is not set"))?;
+    let (header, text) = match p.kind {
+        ProviderKind::Openai => ("authorization", format!("Bearer {key}")),
+        ProviderKind::Anthropic => ("x-api-key", key.clone()),
+    };
+    // The error would not show the key; say which variable is wrong.
+    let mut value = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
+        format!("provider {name}: {var} holds characters an HTTP header cannot carry")
+    })?;
+    value.set_sensitive(true);
+    Ok(Target {
+        endpoint,
+        auth: Some((header, value)),
+        key: Some(key),
+    })
+}
+
 impl HttpProvider {
     /// The client every provider shares: one connection pool (keyed by host) and one
     /// load of the system's root certificates.
@@ -68,48 +119,15 @@ impl HttpProvider {
             .build()?)
     }
 
-    pub fn new(name: &str, p: &Provider, client: reqwest::Client) -> Result<HttpProvider> {
-        check_url(name, p)?;
-        let base = p.base_url.trim_end_matches('/');
-        let endpoint = match p.kind {
-            ProviderKind::Openai => format!("{base}/chat/completions"),
-            ProviderKind::Anthropic => format!("{base}/messages"),
-        };
-        let endpoint = reqwest::Url::parse(&endpoint)
-            .map_err(|e| anyhow::anyhow!("provider `{name}`: base_url is not a URL: {e}"))?;
-        let key = p
-            .api_key_env
-            .as_ref()
-            .and_then(|v| std::env::var(v).ok())
-            .filter(|k| !k.is_empty());
-        let auth = match key.clone() {
-            None => None,
-            Some(k) => {
-                let (header, text) = match p.kind {
-                    ProviderKind::Openai => ("authorization", format!("Bearer {k}")),
-                    ProviderKind::Anthropic => ("x-api-key", k),
-                };
-                // The error would not show the key; say which variable is wrong.
-                let mut value = reqwest::header::HeaderValue::from_str(&text).map_err(|_| {
-                    anyhow::anyhow!(
-                        "provider `{name}`: {} holds characters an HTTP header cannot carry",
-                        p.api_key_env.as_deref().unwrap_or("the key")
-                    )
-                })?;
-                value.set_sensitive(true);
-                Some((header, value))
-            }
-        };
-        Ok(HttpProvider {
+    /// The provider, usable or not ([`unusable`] says which before a run starts).
+    pub fn new(name: &str, p: &Provider, client: reqwest::Client) -> HttpProvider {
+        HttpProvider {
             name: name.into(),
             kind: p.kind,
-            endpoint,
-            key_env: p.api_key_env.clone(),
-            auth,
-            key,
+            target: target(name, p),
             timeout: Duration::from_secs(p.timeout_s.unwrap_or(120)),
             client,
-        })
+        }
     }
 
     pub async fn complete(
@@ -118,23 +136,17 @@ impl HttpProvider {
         model: &Model,
         max_tokens: u64,
     ) -> Result<Answer, (Failure, String)> {
-        if self.auth.is_none() {
-            if let Some(var) = &self.key_env {
-                let f = Failure::Http {
-                    status: 401,
-                    retry_after: None,
-                    context_length_exceeded: false,
-                };
-                return Err((f, format!("provider {}: {var} is not set", self.name)));
-            }
-        }
+        let t = self
+            .target
+            .as_ref()
+            .map_err(|why| (Failure::Unusable, why.clone()))?;
         let max = u32::try_from(max_tokens).unwrap_or(u32::MAX);
         let mut req = self
             .client
-            .post(self.endpoint.clone())
+            .post(t.endpoint.clone())
             .timeout(self.timeout)
             .header("content-type", "application/json");
-        if let Some((header, value)) = &self.auth {
+        if let Some((header, value)) = &t.auth {
             req = req.header(*header, value.clone());
         }
         let body = match self.kind {
@@ -166,7 +178,7 @@ impl HttpProvider {
                     .map(String::from)
             };
             let (f, msg) = wire::http_failure(status, &bytes, lookup, SystemTime::now());
-            return Err((f, format!("provider {}: {}", self.name, self.scrub(msg))));
+            return Err((f, format!("provider {}: {}", self.name, t.scrub(msg))));
         }
         let parsed = match self.kind {
             ProviderKind::Openai => wire::openai_answer(&bytes),
@@ -174,16 +186,18 @@ impl HttpProvider {
         };
         match parsed {
             Ok(mut answer) => {
-                answer.text = self.scrub(answer.text);
+                answer.text = t.scrub(answer.text);
                 Ok(answer)
             }
             Err(m) => Err((
                 Failure::Malformed,
-                format!("provider {}: {}", self.name, self.scrub(m)),
+                format!("provider {}: {}", self.name, t.scrub(m)),
             )),
         }
     }
+}
 
+impl Target {
     /// `text` with every copy of the key replaced, so an upstream that echoes it
     /// (in an error body, or an answer) cannot put it in results, logs or errors.
     fn scrub(&self, text: String) -> String {

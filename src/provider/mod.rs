@@ -36,6 +36,9 @@ pub enum Failure {
     Reset,
     /// A success status with a body we cannot use (truncated or malformed JSON).
     Malformed,
+    /// Not sent: the provider cannot take requests (its key variable is unset, its
+    /// URL may not be used).
+    Unusable,
 }
 
 pub enum Backend {
@@ -58,7 +61,7 @@ impl Backend {
             .providers
             .iter()
             .map(|(name, p)| http::HttpProvider::new(name, p, client.clone()))
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         let of_model = (0..cfg.models.len())
             .map(|m| {
                 cfg.provider_index(m).ok_or_else(|| {

@@ -32,6 +32,14 @@ impl Breaker {
         }
     }
 
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open { .. })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed { .. })
+    }
+
     #[cfg(test)]
     pub fn state(&self) -> State {
         self.state

@@ -12,20 +12,23 @@ use anyhow::{Context as _, Result};
 use tokio::sync::mpsc;
 
 use super::progress::Progress;
+use super::reorder::Reorder;
 use super::signals::{self, Interrupt};
 use super::task::{self, Context, ToOwner};
-use super::{RunSettings, RunSummary};
+use super::{Halted, RunSettings, RunSummary};
 use crate::config::Config;
 use crate::evaluate::{evaluate_batches, Evaluated, Outcome};
 use crate::exit::{Aborted, OutputFailed};
 use crate::input::Input;
 use crate::journal::{Carried, Journal, PositionSet, Restored};
+use crate::output::reasons::{shape, Reasons};
 use crate::output::report::CostTally;
 use crate::output::{write_jsonl, ResultRow, Status};
 
 /// Where finished records go: stdout, or the journal in `--out`.
 pub(super) enum Output {
-    Stdout(std::io::BufWriter<std::io::Stdout>),
+    /// JSONL as records finish, or in input order (`--keep-order`).
+    Stdout(std::io::BufWriter<std::io::Stdout>, Option<Reorder>),
     Journal(Journal),
 }
 
@@ -34,7 +37,7 @@ impl Output {
     /// reaches stdout or the journal file.
     fn flush(&mut self) -> Result<()> {
         match self {
-            Output::Stdout(out) => Ok(out.flush()?),
+            Output::Stdout(out, _) => Ok(out.flush()?),
             Output::Journal(j) => j.flush(),
         }
     }
@@ -42,7 +45,12 @@ impl Output {
     /// The last write: flushed and, for the journal, synced.
     fn close(self) -> Result<()> {
         match self {
-            Output::Stdout(mut out) => Ok(out.flush()?),
+            Output::Stdout(mut out, order) => {
+                for row in order.map(Reorder::rest).unwrap_or_default() {
+                    write_jsonl(&mut out, &row)?;
+                }
+                Ok(out.flush()?)
+            }
             Output::Journal(mut j) => j.sync(),
         }
     }
@@ -78,23 +86,63 @@ struct Dispatcher<'a> {
     draining: bool,
     rows: u64,
     not_ok: u64,
+    reasons: Reasons,
+    /// `--keep-order`: records started and not yet written stay under this.
+    window: usize,
+    /// Records in a row that failed on every model for the same lasting reason.
+    streak: Streak,
+    /// Set when the streak reached `[run] stop_after_same_failures`: no record starts
+    /// after it.
+    halted: Option<Halted>,
+}
+
+/// The records that failed in a row for one lasting reason (by its [`shape`]).
+#[derive(Default)]
+struct Streak {
+    shape: String,
+    count: u64,
+}
+
+impl Streak {
+    /// Counts a finished record: its lasting failure, or `None` for any other end.
+    fn add(&mut self, lasting: Option<&str>) -> u64 {
+        match lasting {
+            Some(why) => {
+                let s = shape(why);
+                if s != self.shape {
+                    self.shape = s;
+                    self.count = 0;
+                }
+                self.count += 1;
+            }
+            None => self.count = 0,
+        }
+        self.count
+    }
 }
 
 impl Dispatcher<'_> {
     fn emit(&mut self, (pos, key): (u64, u64), row: &ResultRow) -> Result<()> {
         match &mut self.output {
-            Output::Stdout(out) => write_jsonl(out, row)?,
+            Output::Stdout(out, None) => write_jsonl(out, row)?,
+            Output::Stdout(out, Some(order)) => order.finish(pos, row, |r| write_jsonl(out, r))?,
             Output::Journal(j) => j.row(pos, key, row)?,
         }
         self.rows += 1;
         self.not_ok += u64::from(!row.is_ok());
+        self.reasons.add(row.status, row.error.as_deref());
         self.progress.finished(row);
         Ok(())
     }
 
     /// Starts records while there is room: the queued ones first.
     fn start_ready(&mut self, concurrency: usize) -> Result<()> {
-        while !self.draining && self.in_flight < concurrency {
+        while !self.draining && self.halted.is_none() && self.in_flight < concurrency {
+            if let Output::Stdout(_, Some(order)) = &self.output {
+                if order.len() >= self.window {
+                    return Ok(());
+                }
+            }
             let Some((e, problem)) = self.queue.next() else {
                 return Ok(());
             };
@@ -116,6 +164,9 @@ impl Dispatcher<'_> {
                 self.emit(at, &row)?;
                 continue;
             }
+            if let Output::Stdout(_, Some(order)) = &mut self.output {
+                order.start(at.0);
+            }
             match start(self.ctx, e, problem, self.stopping) {
                 Some(row) => self.emit(at, &row)?,
                 None => self.in_flight += 1,
@@ -133,13 +184,42 @@ impl Dispatcher<'_> {
                 self.tally.add(&call);
                 self.progress.spent(spent);
             }
-            ToOwner::StopOnBudget => self.stopping = true,
-            ToOwner::Done(pos, key, row) => {
+            ToOwner::StopOnBudget => {
+                if !self.stopping {
+                    tracing::info!(
+                        "budget: stopping (--on-budget stop); records not sent are skipped"
+                    );
+                }
+                self.stopping = true;
+            }
+            ToOwner::Done(pos, key, row, lasting) => {
                 self.in_flight -= 1;
                 self.emit((pos, key), &row)?;
+                self.count_failure(&row, lasting);
             }
         }
         Ok(())
+    }
+
+    /// Stops starting records once `[run] stop_after_same_failures` records in a row
+    /// failed the same lasting way. A record skipped on the budget neither adds to
+    /// the streak nor breaks it.
+    fn count_failure(&mut self, row: &ResultRow, lasting: Option<Arc<str>>) {
+        let limit = u64::from(self.ctx.cfg.run.stop_after_same_failures);
+        if row.status == Status::SkippedBudget || limit == 0 {
+            return;
+        }
+        let n = self.streak.add(lasting.as_deref());
+        if let (Some(why), None) = (lasting, &self.halted) {
+            if n >= limit {
+                tracing::warn!(records = n, reason = %why, "stopping: the same lasting failure in a row");
+                self.progress.println(&format!(
+                    "stopping: {n} records in a row failed on every model: {why}; finishing {} in flight",
+                    self.in_flight
+                ));
+                self.halted = Some(Halted { records: n, why });
+            }
+        }
     }
 
     /// Runs until every record finished, or an interrupt drained or aborted the run.
@@ -155,9 +235,10 @@ impl Dispatcher<'_> {
         let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
             self.start_ready(concurrency)?;
-            let starting_done = self.draining || (self.input_ended && self.queue.len() == 0);
+            let stopped = self.draining || self.halted.is_some();
+            let starting_done = stopped || (self.input_ended && self.queue.len() == 0);
             if starting_done && self.in_flight == 0 {
-                return Ok(if self.draining {
+                return Ok(if stopped {
                     Ended::Drained
                 } else {
                     Ended::Finished
@@ -244,6 +325,10 @@ pub(super) async fn dispatch(
         draining: false,
         rows: 0,
         not_ok: 0,
+        reasons: Reasons::default(),
+        window: ctx.concurrency.saturating_mul(4).max(1),
+        streak: Streak::default(),
+        halted: None,
     };
     let mut from_tasks = from_tasks;
     let mut interrupts = signals::watch();
@@ -279,12 +364,14 @@ pub(super) async fn dispatch(
         d.output.close().context(OutputFailed)?;
         return Err(Aborted.into());
     }
-    let interrupted = matches!(ended, Ok(Ended::Drained));
+    let stopped = matches!(ended, Ok(Ended::Drained));
+    let halted = d.halted.take().filter(|_| stopped);
+    let interrupted = stopped && halted.is_none();
     drop(input_rx);
     let read = reader.join().expect("reader thread panicked");
     let closed = d.output.close();
     ended.context(OutputFailed)?;
-    if !interrupted {
+    if !stopped {
         read?;
     }
     closed.context(OutputFailed)?;
@@ -298,6 +385,8 @@ pub(super) async fn dispatch(
         remaining,
         spent,
         report: d.tally.rows(),
+        reasons: d.reasons,
+        halted,
     })
 }
 

@@ -4,7 +4,7 @@
 //! once. A granted reservation is a [`Held`] guard: settled, released, or — if its
 //! task panics or is abandoned — released on drop.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::breaker::Breaker;
@@ -14,9 +14,18 @@ use crate::config::{Config, ModelId};
 use crate::money::Usd;
 use crate::provider::Backend;
 
+/// Why a request failed, without the model's name: what a row's error ends with.
+#[derive(Debug, Clone)]
+pub(super) struct Cause {
+    pub text: Arc<str>,
+    /// It will not go away by itself ([`super::policy::is_lasting`]).
+    pub lasting: bool,
+}
+
 pub(super) enum Grant<'a> {
     Granted(Held<'a>),
-    BreakerOpen,
+    /// With the last failure the model had, if any (what opened it, most likely).
+    BreakerOpen(Option<Cause>),
     NoBudget(Shortfall),
 }
 
@@ -45,6 +54,11 @@ pub(super) struct Gate {
     /// scaled by it, so a provider that counts more tokens than we do surprises the
     /// budget once per model (and per call in flight), not on every call.
     overrun_ratio: Vec<Option<(u128, u128)>>,
+    /// By model id: the last failure a request to it met, to say why its breaker is
+    /// open.
+    last_failure: Vec<Option<Cause>>,
+    /// By model id, for log events.
+    names: Vec<String>,
 }
 
 impl Gate {
@@ -56,6 +70,8 @@ impl Gate {
                 .map(|_| Breaker::new(cfg.run.breaker_failures, cooldown))
                 .collect(),
             overrun_ratio: vec![None; cfg.models.len()],
+            last_failure: vec![None; cfg.models.len()],
+            names: cfg.models.iter().map(|m| m.name.clone()).collect(),
         }
     }
 
@@ -103,7 +119,11 @@ impl Gate {
             }
         }
         self.ledger.settle(reservation, cost);
+        let was_closed = self.breakers[model].is_closed();
         self.breakers[model].record_success();
+        if !was_closed {
+            tracing::info!(model = %self.names[model], "circuit closed: the model answers again");
+        }
         self.ledger.committed()
     }
 
@@ -113,11 +133,16 @@ impl Gate {
         self.ledger.release(reservation);
         let now = Instant::now();
         let breaker = &mut self.breakers[model];
+        let was_open = breaker.is_open();
         match health {
             Health::Failed => breaker.record_failure(now),
             Health::Unavailable => breaker.trip(now),
             Health::Answered => breaker.record_success(),
             Health::Unknown => breaker.record_nothing(now),
+        }
+        if !was_open && breaker.is_open() {
+            let why = self.last_failure[model].as_ref().map(|c| &*c.text);
+            tracing::warn!(model = %self.names[model], last_error = why, "circuit open: the model is skipped for the cooldown");
         }
     }
 }
@@ -166,16 +191,31 @@ impl Drop for Held<'_> {
 }
 
 impl Shared {
+    /// Remembers the failure a request to `model` met (only failures take the lock).
+    pub(super) fn note_failure(&self, model: ModelId, cause: Cause) {
+        self.gate().last_failure[model] = Some(cause);
+    }
+
     /// Asks the gate for `worst` on `model`.
     pub(super) fn ask(&self, model: ModelId, worst: Usd) -> Grant<'_> {
-        match self.gate().reserve(model, worst) {
+        // One lock: the reservation, or why there is none.
+        let reserved = {
+            let mut gate = self.gate();
+            let r = gate.reserve(model, worst);
+            let why = match r {
+                Err(Refused::BreakerOpen) => gate.last_failure[model].clone(),
+                _ => None,
+            };
+            (r, why)
+        };
+        match reserved.0 {
             Ok(r) => Grant::Granted(Held {
                 shared: self,
                 model,
                 estimated: worst,
                 reservation: Some(r),
             }),
-            Err(Refused::BreakerOpen) => Grant::BreakerOpen,
+            Err(Refused::BreakerOpen) => Grant::BreakerOpen(reserved.1),
             Err(Refused::NoBudget(short)) => Grant::NoBudget(short),
         }
     }

@@ -15,7 +15,9 @@ mod dispatch;
 mod gate;
 mod limits;
 mod policy;
+mod preflight;
 mod progress;
+mod reorder;
 mod signals;
 mod task;
 mod walk;
@@ -32,6 +34,7 @@ use crate::exit::OutputFailed;
 use crate::input::Input;
 use crate::journal::{self, Journal, Mode, Restored};
 use crate::money::{group_thousands, Usd};
+use crate::output::reasons::Reasons;
 use crate::output::report::ReportRow;
 use crate::provider::Backend;
 use dispatch::{dispatch, Output};
@@ -52,6 +55,8 @@ pub struct RunSettings {
     pub force: bool,
     /// Replace a run `out` already holds.
     pub overwrite: bool,
+    /// Without `out`: rows on stdout in input order.
+    pub keep_order: bool,
 }
 
 /// The summary a run ends with.
@@ -69,6 +74,20 @@ pub struct RunSummary {
     pub remaining: Option<u64>,
     pub spent: Usd,
     pub report: Vec<ReportRow>,
+    /// Why the records that are not ok are not (over every run of this `--out`).
+    pub reasons: Reasons,
+    /// The run stopped starting records after a streak of the same lasting failure;
+    /// `remaining` counts what it left (for `--resume`).
+    pub halted: Option<Halted>,
+}
+
+/// Why a run stopped starting records: `[run] stop_after_same_failures` reached.
+#[derive(Debug, Clone)]
+pub struct Halted {
+    /// Records in a row that failed on every model for the same lasting reason.
+    pub records: u64,
+    /// That reason, from the last of them.
+    pub why: Arc<str>,
 }
 
 /// Runs the job: opens the output (and the journal a resume continues), executes
@@ -76,7 +95,23 @@ pub struct RunSummary {
 /// journal. An error before any request names what is wrong; one after work started
 /// carries [`OutputFailed`] when it was the output that failed.
 pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
+    if s.resume && !s.force && matches!(s.input, Input::Stdin) {
+        bail!(
+            "--resume cannot check stdin against the journal; give the input file (or add --force)"
+        );
+    }
+    if !s.simulate {
+        preflight::check(&cfg, &s.input)?;
+    }
     let (output, restored) = open_output(&cfg, &s)?;
+    tracing::info!(
+        input = %s.input.label(),
+        concurrency = s.concurrency,
+        budget = s.budget.map(|b| b.to_string()),
+        already_spent = %restored.spent,
+        simulate = s.simulate,
+        "run starts"
+    );
     let backend = if s.simulate {
         Backend::simulated(&cfg)
     } else {
@@ -122,9 +157,16 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
             journal::write_results(&dir.join(journal::FILE), dir).context(OutputFailed)?;
         summary.rows = written.records;
         summary.not_ok = written.not_ok;
+        summary.reasons = written.reasons;
         crate::output::report::write_parquet(&dir.join("cost_report.parquet"), &summary.report)
             .context(OutputFailed)?;
     }
+    tracing::info!(
+        records = summary.rows,
+        not_ok = summary.not_ok,
+        spent = %summary.spent,
+        "run ends"
+    );
     Ok(summary)
 }
 
@@ -133,13 +175,9 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
 fn open_output(cfg: &Config, s: &RunSettings) -> Result<(Output, Restored)> {
     let Some(dir) = &s.out else {
         let stdout = std::io::BufWriter::new(std::io::stdout());
-        return Ok((Output::Stdout(stdout), Restored::default()));
+        let order = s.keep_order.then(reorder::Reorder::default);
+        return Ok((Output::Stdout(stdout, order), Restored::default()));
     };
-    if s.resume && !s.force && matches!(s.input, Input::Stdin) {
-        bail!(
-            "--resume cannot check stdin against the journal; give the input file (or add --force)"
-        );
-    }
     let mode = match (s.resume, s.overwrite) {
         (true, _) => Mode::Resume { force: s.force },
         (false, true) => Mode::Overwrite,
@@ -149,20 +187,20 @@ fn open_output(cfg: &Config, s: &RunSettings) -> Result<(Output, Restored)> {
     let sync_every = Duration::from_millis(cfg.run.journal_sync_ms);
     let (j, r) = Journal::open(dir, &fingerprint, mode, sync_every)?;
     if r.torn_tail {
-        eprintln!(
+        crate::note!(
             "warning: {}: dropped a torn last line (a crash mid-write); that record runs again",
             j.path().display()
         );
     }
     if !r.carried.is_empty() {
-        eprintln!(
+        crate::note!(
             "resuming {} on a changed input (--force): {} finished records whose lines are unchanged keep their results; every other record runs; {} already spent",
             dir.display(),
             group_thousands(r.carried.len() as u64),
             r.spent
         );
     } else if r.records > 0 {
-        eprintln!(
+        crate::note!(
             "resuming {}: {} records already done, {} already spent",
             dir.display(),
             group_thousands(r.done.count()),

@@ -49,6 +49,18 @@ pub fn is_transient(f: &Failure) -> bool {
     match f {
         Failure::Http { status, .. } => matches!(status, 408 | 409 | 429 | 500..=599),
         Failure::Timeout | Failure::Connect | Failure::Reset | Failure::Malformed => true,
+        Failure::Unusable => false,
+    }
+}
+
+/// True for failures that will not go away by themselves: a key refused or not set,
+/// a model or URL the provider does not know, a host that cannot be reached (after
+/// the retries). A run whose records all fail this way stops early.
+pub fn is_lasting(f: &Failure) -> bool {
+    match f {
+        Failure::Http { status, .. } => matches!(status, 401 | 403 | 404),
+        Failure::Unusable | Failure::Connect => true,
+        Failure::Timeout | Failure::Reset | Failure::Malformed => false,
     }
 }
 
@@ -69,7 +81,7 @@ pub fn decide(f: &Failure, attempt: u32, p: &RetryPolicy, jitter: f64) -> Action
             _ => {}
         }
     }
-    if attempt > p.max_retries {
+    if *f == Failure::Unusable || attempt > p.max_retries {
         return Action::NextCandidate;
     }
     let exp = p.base_delay.saturating_mul(1u32 << (attempt - 1).min(16));
@@ -118,6 +130,33 @@ mod tests {
                 _ => Action::NextCandidate,
             };
             assert_eq!(got, want, "status {status}");
+        }
+    }
+
+    #[test]
+    fn an_unusable_provider_moves_on_at_once_and_is_lasting() {
+        let p = default_policy();
+        assert_eq!(
+            decide(&Failure::Unusable, 1, &p, 0.5),
+            Action::NextCandidate
+        );
+        for f in [
+            http(401),
+            http(403),
+            http(404),
+            Failure::Connect,
+            Failure::Unusable,
+        ] {
+            assert!(is_lasting(&f), "{f:?}");
+        }
+        for f in [
+            http(429),
+            http(500),
+            http(400),
+            Failure::Timeout,
+            Failure::Reset,
+        ] {
+            assert!(!is_lasting(&f), "{f:?}");
         }
     }
 

@@ -25,7 +25,7 @@ pub struct Progress {
 impl Progress {
     /// A progress line when stderr is a terminal; otherwise one that draws nothing.
     pub fn new(input: &Input, already_done: u64, budget: Option<Usd>) -> Progress {
-        let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = (std::io::stderr().is_terminal() && !crate::log::quiet()).then(|| {
             let bar = ProgressBar::with_draw_target(
                 Some(count_lines(input)),
                 ProgressDrawTarget::stderr_with_hz(4),
@@ -88,7 +88,7 @@ impl Progress {
     pub fn println(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => crate::note!("{line}"),
         }
     }
 

@@ -9,8 +9,8 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::checks::check;
-use super::gate::{Grant, Health, Held, Shared};
-use super::policy::{decide, Action, RetryPolicy};
+use super::gate::{Cause, Grant, Health, Held, Shared};
+use super::policy::{decide, is_lasting, Action, RetryPolicy};
 use super::walk::{Event, Next, Step, Walk};
 use super::RunSettings;
 use crate::classify::{llm, ClassifiedBy, Decision};
@@ -29,8 +29,9 @@ pub(super) enum ToOwner {
     /// An answered call (already settled in the gate), with the spend after it.
     Call(Call, Usd),
     StopOnBudget,
-    /// A finished record: its position, its key, its row.
-    Done(u64, u64, Box<ResultRow>),
+    /// A finished record: its position, its key, its row, and — when it failed on
+    /// every model for a lasting reason — that reason.
+    Done(u64, u64, Box<ResultRow>, Option<Arc<str>>),
 }
 
 /// What the dispatcher and every record task share for the run.
@@ -69,11 +70,12 @@ pub(super) fn spawn(
         pos,
         key,
         row: Some(row),
+        lasting: None,
         tx: ctx.tx.clone(),
     };
     tokio::spawn(async move {
         let row = finish.row.as_mut().expect("taken only when finishing");
-        execute(&ctx, job, decision, route, row).await;
+        finish.lasting = execute(&ctx, job, decision, route, row).await;
         finish.send();
     });
 }
@@ -85,15 +87,17 @@ struct Finish {
     pos: u64,
     key: u64,
     row: Option<ResultRow>,
+    lasting: Option<Arc<str>>,
     tx: mpsc::UnboundedSender<ToOwner>,
 }
 
 impl Finish {
     fn send(&mut self) {
         if let Some(row) = self.row.take() {
+            let lasting = self.lasting.take();
             let _ = self
                 .tx
-                .send(ToOwner::Done(self.pos, self.key, Box::new(row)));
+                .send(ToOwner::Done(self.pos, self.key, Box::new(row), lasting));
         }
     }
 }
@@ -118,8 +122,9 @@ fn settle(ctx: &Context, held: Held<'_>, mut call: Call) {
 /// How the attempts on one candidate ended.
 enum Tried {
     Answered(Answer),
-    /// Give up on this model (after retries, or at once); the breaker learns `Health`.
-    Next(Health),
+    /// Give up on this model (after retries, or at once) for this cause; the breaker
+    /// learns `Health`.
+    Next(Health, Cause),
     /// The prompt is too long for this model.
     TooLong,
     /// The request itself is bad (400/422).
@@ -127,8 +132,15 @@ enum Tried {
 }
 
 /// Runs one record through its candidates. Every call is charged to the model that
-/// made it; the row ends with the final (or best) answer.
-async fn execute(ctx: &Context, job: Job, decision: Decision, route: Route, row: &mut ResultRow) {
+/// made it; the row ends with the final (or best) answer. Returns the reason when the
+/// record failed on every candidate for a lasting reason (a refused key, say).
+async fn execute(
+    ctx: &Context,
+    job: Job,
+    decision: Decision,
+    route: Route,
+    row: &mut ResultRow,
+) -> Option<Arc<str>> {
     let cfg = &ctx.cfg;
     let (decision, route) = match llm::wants(&decision, &cfg.classifier) {
         true => ask_llm(ctx, &job, decision, route, row).await,
@@ -142,9 +154,31 @@ async fn execute(ctx: &Context, job: Job, decision: Decision, route: Route, row:
             context_window: cfg.models[c.model].context_window,
         })
         .collect();
+    tracing::debug!(
+        id = %job.id,
+        task = decision.task.as_str(),
+        complexity = decision.complexity.as_str(),
+        confidence = decision.confidence,
+        by = decision.classified_by.as_str(),
+        tier = route.tier.as_str(),
+        candidates = %route
+            .candidates
+            .iter()
+            .map(|c| cfg.models[c.model].name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        "routed"
+    );
+    if crate::log::log_prompts() {
+        tracing::debug!(id = %job.id, prompt = job.last_user_text(), "prompt");
+    }
     let mut walk = Walk::new(steps, ctx.settings.on_budget, cfg.run.max_escalations);
     let mut best: Option<ResultRow> = None;
     let mut last_error = String::new();
+    // The latest failure, and whether every candidate given up so far was given up
+    // for a lasting one.
+    let mut cause: Option<Cause> = None;
+    let mut all_lasting = true;
     let mut next = walk.first();
     let ending = loop {
         // Kept current, so a row sent by a panicking task still counts its fallbacks.
@@ -157,12 +191,23 @@ async fn execute(ctx: &Context, job: Job, decision: Decision, route: Route, row:
         let model = &cfg.models[c.model];
         let held = match ctx.shared.ask(c.model, c.worst_cost) {
             Grant::Granted(held) => held,
-            Grant::BreakerOpen => {
-                last_error = format!("{}: circuit open", model.name);
+            Grant::BreakerOpen(why) => {
+                tracing::debug!(id = %job.id, model = %model.name, "circuit open: next candidate");
+                last_error = match &why {
+                    Some(why) => format!("{}: circuit open after: {}", model.name, why.text),
+                    None => format!("{}: circuit open", model.name),
+                };
+                all_lasting &= why.as_ref().is_some_and(|c| c.lasting);
+                cause = why.or(cause);
                 next = walk.after(Event::BreakerOpen);
                 continue;
             }
             Grant::NoBudget(short) => {
+                tracing::debug!(
+                    id = %job.id, model = %model.name, needs = %short.needed, left = %short.available,
+                    "budget: the worst case does not fit"
+                );
+                all_lasting = false;
                 last_error = format!(
                     "budget: {} needs up to {}, {} left",
                     model.name, short.needed, short.available
@@ -175,9 +220,12 @@ async fn execute(ctx: &Context, job: Job, decision: Decision, route: Route, row:
             }
         };
         let started = Instant::now();
-        let answer = match try_candidate(ctx, &job, decision.task, &c, row, &mut last_error).await {
+        let tried = try_candidate(ctx, &job, decision.task, &c, row, &mut last_error).await;
+        let answer = match tried {
             Tried::Answered(answer) => answer,
-            Tried::Next(health) => {
+            Tried::Next(health, why) => {
+                all_lasting &= why.lasting;
+                cause = Some(why);
                 held.release(health);
                 next = walk.after(Event::GaveUp);
                 continue;
@@ -185,11 +233,13 @@ async fn execute(ctx: &Context, job: Job, decision: Decision, route: Route, row:
             // Our count said it fits; the provider counts more. The model answered:
             // it is not failing.
             Tried::TooLong => {
+                all_lasting = false;
                 held.release(Health::Answered);
                 next = walk.after(Event::TooLong);
                 continue;
             }
             Tried::Rejected => {
+                all_lasting = false;
                 held.release(Health::Answered);
                 next = walk.after(Event::Rejected);
                 continue;
@@ -204,6 +254,19 @@ async fn execute(ctx: &Context, job: Job, decision: Decision, route: Route, row:
             &cfg.checks,
         );
         let escalate = walk.escalates(weakness.is_some());
+        tracing::debug!(
+            id = %job.id,
+            model = %model.name,
+            input_tokens = answer.input_tokens,
+            output_tokens = answer.output_tokens,
+            latency_ms,
+            weak = weakness.map(|w| w.as_str()),
+            escalate,
+            "answered"
+        );
+        if crate::log::log_prompts() {
+            tracing::debug!(id = %job.id, answer = answer.text.as_str(), "answer");
+        }
         let call = billed_call(
             cfg,
             c.model,
@@ -226,6 +289,7 @@ async fn execute(ctx: &Context, job: Job, decision: Decision, route: Route, row:
             row.escalations.push(w.as_str().to_string());
             best = Some(row.clone());
         }
+        all_lasting = false;
         next = walk.after(Event::Answered {
             weak: weakness.is_some(),
         });
@@ -256,6 +320,10 @@ async fn execute(ctx: &Context, job: Job, decision: Decision, route: Route, row:
         }
         Next::Try(_) => unreachable!("the walk ended"),
     }
+    match (ending, cause) {
+        (Next::Failed, Some(c)) if all_lasting => Some(c.text),
+        _ => None,
+    }
 }
 
 /// Sends the record to one candidate, retrying as the policy says, until it answers
@@ -280,11 +348,16 @@ async fn try_candidate(
             .acquire(c.model, c.input_tokens + c.output_tokens)
             .await
         {
-            *last_error = format!(
-                "{}: the request needs up to {} tokens, more than the tpm of {}",
-                model.name, big.tokens, big.tpm
+            let why = format!(
+                "the request needs up to {} tokens, more than the tpm of {}",
+                big.tokens, big.tpm
             );
-            return Tried::Next(Health::Unknown);
+            *last_error = format!("{}: {why}", model.name);
+            let cause = Cause {
+                text: why.into(),
+                lasting: false,
+            };
+            return Tried::Next(Health::Unknown, cause);
         }
         attempt += 1;
         row.attempts += 1;
@@ -295,10 +368,17 @@ async fn try_candidate(
         {
             Ok(a) => return Tried::Answered(a),
             Err((failure, msg)) => {
+                tracing::debug!(id = %job.id, model = %model.name, attempt, error = %msg, "request failed");
                 *last_error = format!("{}: {msg}", model.name);
-                failure
+                let cause = Cause {
+                    text: msg.into(),
+                    lasting: is_lasting(&failure),
+                };
+                shared.note_failure(c.model, cause.clone());
+                (failure, cause)
             }
         };
+        let (failure, cause) = failure;
         if let Failure::Http {
             status: 429,
             retry_after: Some(wait),
@@ -308,14 +388,20 @@ async fn try_candidate(
             if wait > policy.max_retry_after {
                 // Out of quota for longer than we wait: the model is unavailable, and
                 // its breaker (not a pause) keeps other records off it.
-                return Tried::Next(Health::Unavailable);
+                return Tried::Next(Health::Unavailable, cause);
             }
             shared.limits.pause(c.model, wait);
         }
         let jitter = (row.attempts as f64 * 0.618_034).fract();
         match decide(&failure, attempt, policy, jitter) {
-            Action::Retry(delay) => tokio::time::sleep(delay).await,
-            Action::NextCandidate => return Tried::Next(Health::Failed),
+            Action::Retry(delay) => {
+                tracing::debug!(id = %job.id, model = %model.name, delay_ms = delay.as_millis() as u64, "retry");
+                tokio::time::sleep(delay).await
+            }
+            Action::NextCandidate => {
+                tracing::debug!(id = %job.id, model = %model.name, "giving up on this model");
+                return Tried::Next(Health::Failed, cause);
+            }
             Action::NextLargerContext => return Tried::TooLong,
             Action::Fail => return Tried::Rejected,
         }

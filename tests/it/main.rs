@@ -8,6 +8,7 @@ mod fake_server;
 
 mod cli;
 mod http;
+mod operator;
 mod resume;
 mod run;
 mod tokens;
