@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub struct LitellmEntry {
     pub input_cost_per_token: Option<f64>,
     pub output_cost_per_token: Option<f64>,
+    pub cache_read_input_token_cost: Option<f64>,
+    pub cache_creation_input_token_cost: Option<f64>,
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub max_tokens: Option<u64>,
@@ -23,6 +25,12 @@ impl LitellmEntry {
     }
     pub fn output_per_mtok(&self) -> Option<f64> {
         self.output_cost_per_token.map(|p| p * 1e6)
+    }
+    pub fn cache_read_per_mtok(&self) -> Option<f64> {
+        self.cache_read_input_token_cost.map(|p| p * 1e6)
+    }
+    pub fn cache_write_per_mtok(&self) -> Option<f64> {
+        self.cache_creation_input_token_cost.map(|p| p * 1e6)
     }
     pub fn context_window(&self) -> Option<u64> {
         self.max_input_tokens.or(self.max_tokens)

@@ -79,6 +79,11 @@ pub struct Model {
     pub api_model: String,
     pub input_price: PerMtok,
     pub output_price: PerMtok,
+    /// Prompt tokens served from the provider's cache; `None`: charged as input.
+    pub cache_read_price: Option<PerMtok>,
+    /// Prompt tokens written to the provider's cache (Anthropic bills 1.25× input);
+    /// `None`: charged as input.
+    pub cache_write_price: Option<PerMtok>,
     pub context_window: u64,
     pub max_output_tokens: u32,
     pub tokenizer: Tokenizer,
@@ -94,6 +99,23 @@ impl Model {
     /// each count times its price, never a sum of per-token prices.
     pub fn cost(&self, input: u64, output: u64) -> Usd {
         self.input_price.cost(input) + self.output_price.cost(output)
+    }
+
+    /// What a call is billed, by the usage its provider reported: `input` counts every
+    /// prompt token; of them `cache_read` came from the prompt cache and `cache_write`
+    /// were written to it, each at its own price (the input price when the model has
+    /// none, so a cache is never assumed cheaper than it is).
+    pub fn charge(&self, input: u64, cache_read: u64, cache_write: u64, output: u64) -> Usd {
+        let read = cache_read.min(input);
+        let write = cache_write.min(input - read);
+        let fresh = input - read - write;
+        self.input_price.cost(fresh)
+            + self.cache_read_price.unwrap_or(self.input_price).cost(read)
+            + self
+                .cache_write_price
+                .unwrap_or(self.input_price)
+                .cost(write)
+            + self.output_price.cost(output)
     }
 }
 
@@ -435,6 +457,7 @@ fn build_model(
         PriceSource::Default
     };
     let (mut input, mut output) = (m.input_per_mtok, m.output_per_mtok);
+    let (mut cache_read, mut cache_write) = (m.cache_read_per_mtok, m.cache_write_per_mtok);
     let (mut context, mut max_out) = (m.context_window, m.max_output_tokens);
     let entry = litellm.and_then(|l| {
         l.find(
@@ -456,6 +479,12 @@ fn build_model(
                 output = Some(p);
                 source = PriceSource::Litellm;
             }
+        }
+        if !user_sets("cache_read_per_mtok") {
+            cache_read = entry.cache_read_per_mtok().or(cache_read);
+        }
+        if !user_sets("cache_write_per_mtok") {
+            cache_write = entry.cache_write_per_mtok().or(cache_write);
         }
         if !user_sets("context_window") {
             context = entry.context_window().or(context);
@@ -482,6 +511,12 @@ fn build_model(
         api_model: m.api_model.clone().unwrap_or_else(|| name.to_string()),
         input_price: price(input, "input_per_mtok")?,
         output_price: price(output, "output_per_mtok")?,
+        cache_read_price: cache_read
+            .map(|v| price(Some(v), "cache_read_per_mtok"))
+            .transpose()?,
+        cache_write_price: cache_write
+            .map(|v| price(Some(v), "cache_write_per_mtok"))
+            .transpose()?,
         context_window: context
             .with_context(|| format!("config {origin}: model `{name}` has no `context_window`"))?,
         max_output_tokens: max_out.unwrap_or(4096),
@@ -533,6 +568,22 @@ fn build_routes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_is_charged_by_what_the_cache_served_and_took() {
+        let cfg = Config::embedded();
+        let sonnet = &cfg.models[cfg.model_id("claude-sonnet-4.6").unwrap()];
+        // 100 fresh × $3 + 800 read × $0.30 + 100 written × $3.75 + 10 out × $15, per M.
+        assert_eq!(sonnet.charge(1000, 800, 100, 10).pico(), 1_065_000_000);
+        // Counts a provider over-reports are bounded by the prompt.
+        assert_eq!(
+            sonnet.charge(100, 500, 500, 0),
+            sonnet.charge(100, 100, 0, 0)
+        );
+        // No cache price: every prompt token at the input price.
+        let flash = &cfg.models[cfg.model_id("deepseek-v4-flash").unwrap()];
+        assert_eq!(flash.charge(1000, 800, 0, 10), flash.cost(1000, 10));
+    }
 
     fn load_str(toml: &str) -> Result<Config> {
         let dir = tempfile::tempdir().unwrap();

@@ -40,6 +40,8 @@ pub(super) struct RawModel {
     pub litellm_name: Option<String>,
     pub input_per_mtok: Option<f64>,
     pub output_per_mtok: Option<f64>,
+    pub cache_read_per_mtok: Option<f64>,
+    pub cache_write_per_mtok: Option<f64>,
     pub context_window: Option<u64>,
     pub max_output_tokens: Option<u32>,
     #[serde(default)]

@@ -44,6 +44,9 @@ pub struct ResultRow {
     pub finish_reason: Option<String>,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of `input_tokens`, those the providers served from their prompt cache.
+    #[serde(default)]
+    pub cached_input_tokens: u64,
     #[serde(serialize_with = "usd_number", deserialize_with = "usd_from_number")]
     pub cost_usd: Usd,
     pub latency_ms: Option<u64>,
@@ -71,6 +74,7 @@ impl ResultRow {
             finish_reason: None,
             input_tokens: 0,
             output_tokens: 0,
+            cached_input_tokens: 0,
             cost_usd: Usd::ZERO,
             latency_ms: None,
             error: None,

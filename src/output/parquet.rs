@@ -98,6 +98,7 @@ fn schema() -> SchemaRef {
         s("finish_reason"),
         i("input_tokens"),
         i("output_tokens"),
+        i("cached_input_tokens"),
         Field::new("cost_usd", DataType::Float64, false),
         i("latency_ms"),
         s("error"),
@@ -164,6 +165,7 @@ impl ParquetResults {
             text(|r| r.finish_reason.as_deref()),
             int(|r| Some(r.input_tokens as i64)),
             int(|r| Some(r.output_tokens as i64)),
+            int(|r| Some(r.cached_input_tokens as i64)),
             Arc::new(Float64Array::from_iter_values(
                 rows.iter().map(|r| r.cost_usd.as_f64()),
             )),

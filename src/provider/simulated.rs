@@ -97,6 +97,7 @@ impl Simulated {
             input_tokens: candidate.input_tokens,
             output_tokens: output,
             cached_input_tokens: 0,
+            cache_write_tokens: 0,
             reasoning_tokens: 0,
         })
     }

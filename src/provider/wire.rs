@@ -19,8 +19,13 @@ pub struct Answer {
     pub finish_reason: Option<String>,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    /// Input tokens served from the provider's prompt cache (billed at a discount).
+    /// Of `input_tokens`, those served from the provider's prompt cache (OpenAI
+    /// `cached_tokens`, DeepSeek `prompt_cache_hit_tokens`, Anthropic
+    /// `cache_read_input_tokens`), billed at the cache read price.
     pub cached_input_tokens: u64,
+    /// Of `input_tokens`, those written to the cache (Anthropic
+    /// `cache_creation_input_tokens`), billed at the cache write price.
+    pub cache_write_tokens: u64,
     /// Output tokens spent on hidden reasoning (included in `output_tokens`).
     pub reasoning_tokens: u64,
 }
@@ -125,6 +130,9 @@ struct OpenaiUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     prompt_tokens_details: Option<CachedTokens>,
+    /// DeepSeek: prompt tokens served from its disk cache (`prompt_tokens` counts
+    /// hits and misses).
+    prompt_cache_hit_tokens: Option<u64>,
     completion_tokens_details: Option<ReasoningTokens>,
 }
 
@@ -158,7 +166,9 @@ pub fn openai_answer(body: &[u8]) -> Result<Answer, String> {
         cached_input_tokens: usage
             .prompt_tokens_details
             .and_then(|d| d.cached_tokens)
+            .or(usage.prompt_cache_hit_tokens)
             .unwrap_or(0),
+        cache_write_tokens: 0,
         reasoning_tokens: usage
             .completion_tokens_details
             .and_then(|d| d.reasoning_tokens)
@@ -248,6 +258,7 @@ pub fn anthropic_answer(body: &[u8]) -> Result<Answer, String> {
             + cache_write,
         output_tokens: usage["output_tokens"].as_u64().unwrap_or(0),
         cached_input_tokens: cache_read,
+        cache_write_tokens: cache_write,
         reasoning_tokens: 0,
     })
 }

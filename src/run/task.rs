@@ -279,6 +279,7 @@ async fn execute(
         settle(ctx, held, call);
         row.input_tokens += answer.input_tokens;
         row.output_tokens += answer.output_tokens;
+        row.cached_input_tokens += answer.cached_input_tokens;
         row.latency_ms = Some(row.latency_ms.unwrap_or(0) + latency_ms);
         row.final_model = Some(model.name.clone());
         row.provider = Some(model.provider.clone());
@@ -485,6 +486,7 @@ fn billed_call(
     latency_ms: u64,
 ) -> Call {
     let (input, output) = (answer.input_tokens, answer.output_tokens);
+    let (read, write) = (answer.cached_input_tokens, answer.cache_write_tokens);
     Call {
         model: name,
         provider: cfg.models[model].provider.clone(),
@@ -492,8 +494,8 @@ fn billed_call(
         escalated,
         input_tokens: input,
         output_tokens: output,
-        cost: cfg.models[model].cost(input, output),
-        baseline_cost: cfg.models[cfg.baseline].cost(input, output),
+        cost: cfg.models[model].charge(input, read, write, output),
+        baseline_cost: cfg.models[cfg.baseline].charge(input, read, write, output),
         latency_ms,
         overrun: Usd::ZERO,
     }

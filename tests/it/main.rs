@@ -6,6 +6,7 @@ mod fake;
 #[path = "../support/fake_server.rs"]
 mod fake_server;
 
+mod cache;
 mod cli;
 mod http;
 mod operator;

@@ -1,0 +1,100 @@
+//! Prompt-cache billing: every call charged by its provider's rule, to the pico-dollar,
+//! and each record's `cached_input_tokens` in the results.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::fake::{config, parquet_rows, pico, run, serve, Reply};
+
+fn openai_usage(usage: serde_json::Value) -> Reply {
+    let body = json!({"choices": [{"message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
+                      "usage": usage});
+    Reply::Respond(200, vec![], body.to_string())
+}
+
+/// The fake config, its `cheap` model given cache prices ($0.50 read, $1.25 write
+/// per million; input $1, output $2) or not.
+fn cached_config(dir: &std::path::Path, port: u16, kind: &str, prices: bool) -> std::path::PathBuf {
+    let cfg = config(dir, port, kind);
+    if prices {
+        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+            "[models.cheap]\nprovider = \"fake\"\n",
+            "[models.cheap]\nprovider = \"fake\"\ncache_read_per_mtok = 0.5\ncache_write_per_mtok = 1.25\n",
+            1,
+        );
+        std::fs::write(&cfg, text).unwrap();
+    }
+    cfg
+}
+
+/// Runs one record against `reply` and returns (cost_usd in pico, cached_input_tokens,
+/// input_tokens) from results.parquet, and the cost report's total in pico.
+fn one(kind: &str, prices: bool, reply: fn() -> Reply) -> (u128, i64, i64, u128) {
+    let server = serve(Arc::new(move |_, _| reply()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cached_config(dir.path(), server.port, kind, prices);
+    let out = dir.path().join("out");
+    let o = run(
+        &cfg,
+        "{\"id\":\"a\",\"prompt\":\"hi\",\"task\":\"chat\"}\n",
+        &["--out", out.to_str().unwrap()],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let r = &parquet_rows(&out.join("results.parquet"))[0];
+    let report = parquet_rows(&out.join("cost_report.parquet"));
+    let total = report.iter().find(|r| r["model"] == "total").unwrap();
+    (
+        pico(&format!("{:.12}", r["cost_usd"].as_f64().unwrap())),
+        r["cached_input_tokens"].as_i64().unwrap(),
+        r["input_tokens"].as_i64().unwrap(),
+        pico(&format!("{:.12}", total["cost_usd"].as_f64().unwrap())),
+    )
+}
+
+#[test]
+fn openai_cached_tokens_are_part_of_prompt_tokens() {
+    // 1,000 prompt tokens of which 800 cached, 10 out:
+    // 200 × $1/M + 800 × $0.50/M + 10 × $2/M = $0.000620.
+    let reply = || {
+        openai_usage(json!({"prompt_tokens": 1000, "completion_tokens": 10,
+                            "prompt_tokens_details": {"cached_tokens": 800}}))
+    };
+    assert_eq!(
+        one("openai", true, reply),
+        (620_000_000, 800, 1000, 620_000_000)
+    );
+    // Without a cache price the cached tokens cost what input costs: $0.001020.
+    assert_eq!(
+        one("openai", false, reply),
+        (1_020_000_000, 800, 1000, 1_020_000_000)
+    );
+}
+
+#[test]
+fn deepseek_hit_tokens_are_charged_at_the_cache_price() {
+    let reply = || {
+        openai_usage(json!({"prompt_tokens": 1000, "completion_tokens": 10,
+                            "prompt_cache_hit_tokens": 800, "prompt_cache_miss_tokens": 200}))
+    };
+    assert_eq!(
+        one("openai", true, reply),
+        (620_000_000, 800, 1000, 620_000_000)
+    );
+}
+
+#[test]
+fn anthropic_input_excludes_cache_reads_and_writes_and_writes_cost_more() {
+    // 100 uncached + 800 read + 100 written, 10 out:
+    // 100 × $1/M + 800 × $0.50/M + 100 × $1.25/M + 10 × $2/M = $0.000645.
+    let reply = || {
+        let body = json!({"content": [{"type": "text", "text": "fine"}], "stop_reason": "end_turn",
+                          "usage": {"input_tokens": 100, "output_tokens": 10,
+                                    "cache_read_input_tokens": 800, "cache_creation_input_tokens": 100}});
+        Reply::Respond(200, vec![], body.to_string())
+    };
+    assert_eq!(
+        one("anthropic", true, reply),
+        (645_000_000, 800, 1000, 645_000_000)
+    );
+}
