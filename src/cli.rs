@@ -103,6 +103,11 @@ pub struct PlanArgs {
     /// Also write the per-model estimate as a Parquet cost report.
     #[arg(long, value_name = "FILE.parquet")]
     pub report: Option<PathBuf>,
+    /// Past runs (`--out` directories or their results.parquet): estimate each
+    /// answer's length from what their models answered per task, instead of
+    /// max_tokens or the task default; adds a p95 of the total. Repeatable.
+    #[arg(long, value_name = "DIR", num_args = 1.., action = ArgAction::Append)]
+    pub history: Vec<PathBuf>,
     /// Output format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,

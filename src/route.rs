@@ -16,9 +16,12 @@ use crate::tokens::PromptTokens;
 pub struct Candidate {
     pub model: ModelId,
     pub input_tokens: u64,
-    /// Expected output tokens: the record's `max_tokens`, else the task default,
-    /// capped by the model's output limit.
+    /// Expected output tokens: with `plan --history`, what past answers of the model
+    /// (or the task) averaged, within `max_tokens`; else the record's `max_tokens`,
+    /// else the task default; capped by the model's output limit.
     pub output_tokens: u64,
+    /// The variance of that (tokens², from history; 0 without).
+    pub output_variance: u64,
     /// input × input price + expected output × output price.
     pub cost: Usd,
     /// input × input price + the most output the request allows × output price:
@@ -93,6 +96,18 @@ pub fn price(
             m.name, m.provider
         ));
     }
+    let learned = cfg
+        .output_history
+        .as_ref()
+        .and_then(|h| h.expected(decision.task, model));
+    let (output, output_variance) = match learned {
+        // The limit still bounds what a call can answer.
+        Some(e) => (
+            e.tokens.min(job.max_tokens.map_or(cap, u64::from)).max(1),
+            e.variance.round() as u64,
+        ),
+        None => (output, 0),
+    };
     let worst_output = job.max_tokens.map_or(cap, u64::from);
     let cost = m.cost(input, output);
     let worst_cost = m.cost(input, worst_output);
@@ -108,6 +123,7 @@ pub fn price(
         model,
         input_tokens: input,
         output_tokens: output,
+        output_variance,
         cost,
         worst_cost,
     })

@@ -68,6 +68,10 @@ pub fn plan_json(
         "tasks": tasks,
         "unsure": unsure_json(cfg, s),
         "reasons": s.reasons.json(),
+        "history": cfg.output_history.as_ref().map(|h| json!({
+            "answers": h.answers, "files": h.files, "pairs": h.pairs(),
+            "p95_cost_usd": s.p95_cost_usd(),
+        })),
     })
 }
 
@@ -229,6 +233,18 @@ pub fn write_plan_table(
     )?;
     writeln!(out, "cheapest eligible routing: {}", s.cheapest_cost)?;
     writeln!(out, "{}", unsure_line(cfg, s))?;
+    if let Some(h) = &cfg.output_history {
+        writeln!(
+            out,
+            "history: answer lengths from {} past answers in {} results file(s) ({} task × model pairs with {}+); expected {}, p95 ${:.6}",
+            group_thousands(h.answers),
+            h.files,
+            h.pairs(),
+            crate::config::history::MIN_ANSWERS,
+            s.total.cost,
+            s.p95_cost_usd()
+        )?;
+    }
     if !s.reasons.is_empty() {
         writeln!(out, "not routed:")?;
         for line in s.reasons.lines() {

@@ -4,6 +4,7 @@
 //! Produces a validated [`Config`] whose catalog the router and pricer index by
 //! number. No I/O beyond reading files.
 
+pub mod history;
 mod litellm;
 mod raw;
 
@@ -175,6 +176,10 @@ pub struct SimulateConfig {
     /// Answers that are cut short (`finish_reason = length`), to exercise escalation.
     pub rate_truncated: f64,
     pub seed: u64,
+    /// Answer lengths: log-normal per task around this median (tokens)…
+    pub output_tokens: BTreeMap<Task, u32>,
+    /// …with this sigma (of the natural log).
+    pub output_sigma: f64,
 }
 
 /// How `run` executes: concurrency, the budget policy, retries, escalations,
@@ -255,6 +260,8 @@ pub struct Config {
     routes: BTreeMap<(Task, Tier), Vec<ModelId>>,
     /// Warnings found while loading (unknown keys), for the caller to print.
     pub warnings: Vec<String>,
+    /// `plan --history`: output tokens learned from past runs.
+    pub output_history: Option<Arc<history::OutputHistory>>,
 }
 
 /// What the command line (and environment, via clap) says about config.
@@ -330,6 +337,7 @@ impl Config {
             models,
             routes,
             warnings,
+            output_history: None,
         })
     }
 

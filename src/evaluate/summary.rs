@@ -77,6 +77,9 @@ pub struct PlanSummary {
     pub unsure_unaskable: u64,
     /// Why the invalid and unroutable records are.
     pub reasons: Reasons,
+    /// With `--history`: the variance of the total (USD²), each record's output
+    /// drawn independently from what past answers of its model were.
+    pub cost_variance: f64,
 }
 
 impl PlanSummary {
@@ -151,10 +154,18 @@ impl PlanSummary {
                 );
                 self.total
                     .add(c.input_tokens, c.output_tokens, c.cost, *baseline_cost);
+                let per_token = cfg.models[c.model].output_price.usd_per_mtok() / 1e6;
+                self.cost_variance += c.output_variance as f64 * per_token * per_token;
                 self.cheapest_cost += route.cheapest().cost;
                 None
             }
         }
+    }
+
+    /// The 95th percentile of the total under `--history` (normal approximation of
+    /// a sum of many independent answers), in USD.
+    pub fn p95_cost_usd(&self) -> f64 {
+        self.total.cost.as_f64() + 1.645 * self.cost_variance.sqrt()
     }
 
     pub fn savings_pct(&self) -> f64 {

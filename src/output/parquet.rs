@@ -184,6 +184,69 @@ impl ParquetResults {
     }
 }
 
+/// One answered row of a past run: its task, the model that answered, the output
+/// tokens billed, and whether it escalated.
+pub struct Answered {
+    pub task: String,
+    pub model: String,
+    pub output_tokens: u64,
+    pub escalated: bool,
+}
+
+/// The `ok` rows of a `results.parquet`, for `plan --history`.
+pub fn read_answered(path: &Path) -> Result<Vec<Answered>> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a Parquet file", path.display()))?
+        .build()?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.with_context(|| format!("cannot read {}", path.display()))?;
+        let column = |name: &str| {
+            batch.column_by_name(name).with_context(|| {
+                format!(
+                    "{} has no `{name}` column: is it a run's results.parquet?",
+                    path.display()
+                )
+            })
+        };
+        let text = |name: &str| -> Result<StringArray> {
+            column(name)?
+                .as_string_opt::<i32>()
+                .cloned()
+                .with_context(|| format!("{}: `{name}` is not a text column", path.display()))
+        };
+        let (status, task, model) = (text("status")?, text("task")?, text("final_model")?);
+        let tokens = column("output_tokens")?
+            .as_primitive_opt::<Int64Type>()
+            .cloned()
+            .with_context(|| {
+                format!(
+                    "{}: `output_tokens` is not an integer column",
+                    path.display()
+                )
+            })?;
+        let escalations = column("escalations")?
+            .as_list_opt::<i32>()
+            .cloned()
+            .with_context(|| format!("{}: `escalations` is not a list column", path.display()))?;
+        for i in 0..batch.num_rows() {
+            if status.is_null(i) || status.value(i) != "ok" || task.is_null(i) || model.is_null(i) {
+                continue;
+            }
+            out.push(Answered {
+                task: task.value(i).to_string(),
+                model: model.value(i).to_string(),
+                output_tokens: u64::try_from(tokens.value(i)).unwrap_or(0),
+                escalated: !escalations.is_null(i) && escalations.value_length(i) > 0,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// One row of a run's decisions: its id, its task, who decided it.
 pub struct Label {
     pub id: String,

@@ -24,9 +24,41 @@ fn draw(parts: impl Hash) -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Appends `piece` (one or two tokens) to `t` until it is about `tokens` long.
+fn pad(t: &mut String, tokens: u64, piece: &str) {
+    let have = count_text(Tokenizer::O200k, t);
+    let each = count_text(Tokenizer::O200k, piece.trim_start()).max(1);
+    for _ in 0..tokens.saturating_sub(have) / each {
+        t.push_str(piece);
+    }
+}
+
+/// A standard normal draw from two uniform ones (Box-Muller).
+fn normal(u1: f64, u2: f64) -> f64 {
+    (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
 impl Simulated {
     pub fn new(cfg: SimulateConfig) -> Simulated {
         Simulated { cfg }
+    }
+
+    /// The answer's length in tokens before any cut: log-normal around the task's
+    /// median (at most half the record's `max_tokens`), the same for the same record
+    /// and model.
+    fn length(&self, job: &Job, task: Task, model: &Model) -> u64 {
+        let median = f64::from(self.cfg.output_tokens.get(&task).copied().unwrap_or(250));
+        let median = match job.max_tokens {
+            Some(t) => median.min(f64::from(t) / 2.0),
+            None => median,
+        };
+        let z = normal(
+            draw((&job.id, &model.name, "length", 1)),
+            draw((&job.id, &model.name, "length", 2)),
+        );
+        (median * (self.cfg.output_sigma * z).exp())
+            .round()
+            .max(1.0) as u64
     }
 
     /// Answers `job` as `model` would, or fails as configured: bills the candidate's
@@ -65,27 +97,26 @@ impl Simulated {
         }
         let truncated = draw((key, "truncate")) < c.rate_truncated;
         let answer_seed = draw((&job.id, &model.name, "answer"));
+        let wanted = self.length(job, task, model);
         let text = match (&job.labels, task) {
             (Some(labels), _) if !labels.is_empty() => {
                 labels[(answer_seed * labels.len() as f64) as usize].clone()
             }
             (_, Task::Code) => {
-                "```python\ndef solution(data):\n    return sorted(set(data))\n```".to_string()
+                let mut t = "```python\ndef solution(data):\n".to_string();
+                pad(&mut t, wanted, "    # step\n");
+                t.push_str("    return sorted(set(data))\n```");
+                t
             }
             _ => {
-                // Between 50% and 150% of the expected output, in words of one token.
-                let target = ((0.5 + answer_seed) * candidate.output_tokens as f64)
-                    .clamp(1.0, max_tokens as f64) as usize;
                 let mut t = format!("Simulated answer from {}.", model.name);
-                let base = count_text(Tokenizer::O200k, &t) as usize;
-                for _ in base..target {
-                    t.push_str(" the");
-                }
+                pad(&mut t, wanted, " the");
                 t
             }
         };
-        let mut output = count_text(Tokenizer::O200k, &text).min(max_tokens);
-        let finish = if truncated {
+        let written = count_text(Tokenizer::O200k, &text);
+        let mut output = written.min(max_tokens);
+        let finish = if truncated || written > max_tokens {
             output = max_tokens;
             "length"
         } else {

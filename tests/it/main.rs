@@ -8,6 +8,7 @@ mod fake_server;
 
 mod cache;
 mod cli;
+mod history;
 mod http;
 mod operator;
 mod resume;
