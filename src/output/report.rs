@@ -191,7 +191,10 @@ impl CostTally {
         t.row.baseline_cost += c.baseline_cost;
         t.row.overrun += c.overrun;
         t.row.overrun_calls += u64::from(!c.overrun.is_zero());
-        t.latencies.push(c.latency_ms);
+        // Latency percentiles are of answers; a failure's time says little.
+        if c.ok {
+            t.latencies.push(c.latency_ms);
+        }
     }
 
     pub fn rows(&mut self) -> Vec<ReportRow> {

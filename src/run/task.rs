@@ -112,6 +112,26 @@ impl Drop for Finish {
     }
 }
 
+/// A request that failed: nothing billed, but the cost report counts it against its
+/// model (`requests`, `failed`), journaled like an answered one.
+fn failed_call(ctx: &Context, model: ModelId, latency_ms: u64) {
+    let m = &ctx.cfg.models[model];
+    let call = Call {
+        model: m.name.clone(),
+        provider: m.provider.clone(),
+        ok: false,
+        escalated: false,
+        input_tokens: 0,
+        output_tokens: 0,
+        cost: Usd::ZERO,
+        baseline_cost: Usd::ZERO,
+        latency_ms,
+        overrun: Usd::ZERO,
+    };
+    let spent = ctx.shared.gate().committed();
+    let _ = ctx.tx.send(ToOwner::Call(call, spent));
+}
+
 /// Charges an answered call: settled in the gate, then journaled by the dispatcher.
 fn settle(ctx: &Context, held: Held<'_>, mut call: Call) {
     let spent;
@@ -362,6 +382,7 @@ async fn try_candidate(
         }
         attempt += 1;
         row.attempts += 1;
+        let sent = Instant::now();
         let failure = match shared
             .backend
             .complete(job, task, model, c, cap, attempt)
@@ -370,6 +391,9 @@ async fn try_candidate(
             Ok(a) => return Tried::Answered(a),
             Err((failure, msg)) => {
                 tracing::debug!(id = %job.id, model = %model.name, attempt, error = %msg, "request failed");
+                if failure != Failure::Unusable {
+                    failed_call(ctx, c.model, sent.elapsed().as_millis() as u64);
+                }
                 *last_error = format!("{}: {msg}", model.name);
                 let cause = Cause {
                     text: msg.into(),

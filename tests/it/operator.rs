@@ -282,6 +282,20 @@ fn the_summary_groups_reasons_with_counts_in_table_and_json() {
         "{}",
         o.stderr
     );
+    // The cost report counts the failed requests against their models (a 403 is not
+    // retried: one request per record per model).
+    let report = parquet_rows(&out.join("cost_report.parquet"));
+    let counts = |m: &str| {
+        let r = report.iter().find(|r| r["model"] == m).unwrap();
+        (
+            r["requests"].as_i64(),
+            r["ok"].as_i64(),
+            r["failed"].as_i64(),
+        )
+    };
+    assert_eq!(counts("cheap"), (Some(6), Some(2), Some(4)));
+    assert_eq!(counts("strong"), (Some(4), Some(0), Some(4)));
+    assert_eq!(counts("total"), (Some(10), Some(2), Some(8)));
     let summary: Value = serde_json::from_str(o.stdout.trim()).unwrap();
     assert_eq!(
         summary["reasons"],
