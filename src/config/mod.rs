@@ -36,6 +36,10 @@ pub struct Provider {
     /// Permit plain `http://` to a non-loopback host.
     #[serde(default)]
     pub allow_insecure: bool,
+    /// Send OpenAI's `prompt_cache_key` (one per system prompt), so requests that
+    /// share a prefix reach the same cache.
+    #[serde(default)]
+    pub prompt_cache_key: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -85,6 +89,9 @@ pub struct Model {
     /// Prompt tokens written to the provider's cache (Anthropic bills 1.25× input);
     /// `None`: charged as input.
     pub cache_write_price: Option<PerMtok>,
+    /// The shortest prompt prefix the provider caches (Anthropic: 1,024 tokens on
+    /// Sonnet); a shorter system prompt is not marked for caching.
+    pub cache_min_tokens: u64,
     pub context_window: u64,
     pub max_output_tokens: u32,
     pub tokenizer: Tokenizer,
@@ -525,6 +532,7 @@ fn build_model(
         cache_write_price: cache_write
             .map(|v| price(Some(v), "cache_write_per_mtok"))
             .transpose()?,
+        cache_min_tokens: m.cache_min_tokens.unwrap_or(1024),
         context_window: context
             .with_context(|| format!("config {origin}: model `{name}` has no `context_window`"))?,
         max_output_tokens: max_out.unwrap_or(4096),

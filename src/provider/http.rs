@@ -3,6 +3,8 @@
 //! environment at start and are only ever written into request headers; anything a
 //! provider sends back is scrubbed of them.
 
+use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Result};
@@ -11,6 +13,7 @@ use crate::config::{Model, Provider, ProviderKind};
 use crate::provider::wire::{self, Answer};
 use crate::provider::Failure;
 use crate::record::Job;
+use crate::tokens::count_text;
 
 pub struct HttpProvider {
     name: String,
@@ -22,6 +25,10 @@ pub struct HttpProvider {
     /// The whole request, connect to last byte.
     timeout: Duration,
     client: reqwest::Client,
+    prompt_cache_key: bool,
+    /// Hashes of the system prompts sent so far: a prompt seen again is a shared
+    /// prefix worth caching.
+    systems: Mutex<HashSet<u64>>,
 }
 
 struct Target {
@@ -127,6 +134,42 @@ impl HttpProvider {
             target: target(name, p),
             timeout: Duration::from_secs(p.timeout_s.unwrap_or(120)),
             client,
+            prompt_cache_key: p.prompt_cache_key,
+            systems: Mutex::default(),
+        }
+    }
+
+    /// How this request asks for the provider's prompt cache: OpenAI's
+    /// `prompt_cache_key` (one per system prompt, when the provider says so), and for
+    /// Anthropic whether the system prompt is marked `cache_control` — only when it
+    /// was sent before (so it is shared), is at least the model's `cache_min_tokens`,
+    /// and the model has a cache write price (so the write is charged as billed).
+    fn cache_request(&self, job: &Job, model: &Model) -> (Option<String>, bool) {
+        let mut system = job.system_text().peekable();
+        if system.peek().is_none() {
+            return (None, false);
+        }
+        let text = system.collect::<Vec<_>>().join("\n\n");
+        let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+        match self.kind {
+            ProviderKind::Openai => (
+                self.prompt_cache_key
+                    .then(|| format!("switchyard-{hash:016x}")),
+                false,
+            ),
+            ProviderKind::Anthropic if model.cache_write_price.is_some() => {
+                let seen = !self
+                    .systems
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(hash);
+                let long = || {
+                    count_text(model.tokenizer, &text) as f64 * model.token_factor
+                        >= model.cache_min_tokens as f64
+                };
+                (None, seen && long())
+            }
+            ProviderKind::Anthropic => (None, false),
         }
     }
 
@@ -141,6 +184,7 @@ impl HttpProvider {
             .as_ref()
             .map_err(|why| (Failure::Unusable, why.clone()))?;
         let max = u32::try_from(max_tokens).unwrap_or(u32::MAX);
+        let (cache_key, cache_system) = self.cache_request(job, model);
         let mut req = self
             .client
             .post(t.endpoint.clone())
@@ -154,11 +198,17 @@ impl HttpProvider {
                 job,
                 &model.api_model,
                 job.max_tokens.or(Some(max)),
+                cache_key,
             )),
             ProviderKind::Anthropic => {
                 req = req.header("anthropic-version", wire::ANTHROPIC_VERSION);
                 let max = job.max_tokens.unwrap_or(max);
-                serde_json::to_vec(&wire::anthropic_request(job, &model.api_model, max))
+                serde_json::to_vec(&wire::anthropic_request(
+                    job,
+                    &model.api_model,
+                    max,
+                    cache_system,
+                ))
             }
         }
         .expect("a request body always serializes");
@@ -240,6 +290,7 @@ mod tests {
             timeout_s: None,
             allowed_tags: vec![],
             allow_insecure: insecure,
+            prompt_cache_key: false,
         }
     }
 

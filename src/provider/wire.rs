@@ -62,6 +62,8 @@ pub struct OpenaiRequest<'a> {
     temperature: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_cache_key: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -84,6 +86,7 @@ pub fn openai_request<'a>(
     job: &'a Job,
     api_model: &'a str,
     max_tokens: Option<u32>,
+    prompt_cache_key: Option<String>,
 ) -> OpenaiRequest<'a> {
     OpenaiRequest {
         model: api_model,
@@ -103,6 +106,7 @@ pub fn openai_request<'a>(
         max_tokens,
         temperature: job.temperature,
         response_format: job.response_format.as_ref(),
+        prompt_cache_key,
     }
 }
 
@@ -202,7 +206,9 @@ fn anthropic_content(m: &Message) -> Value {
 
 /// The body of `POST {base_url}/messages`: system prompts go top-level, `max_tokens`
 /// is always sent.
-pub fn anthropic_request(job: &Job, api_model: &str, max_tokens: u32) -> Value {
+/// With `cache_system`, the system prompt carries `cache_control` (ephemeral): the
+/// provider caches the prefix up to it.
+pub fn anthropic_request(job: &Job, api_model: &str, max_tokens: u32, cache_system: bool) -> Value {
     let system: Vec<&str> = job.system_text().collect();
     let messages: Vec<Value> = job
         .messages
@@ -214,7 +220,12 @@ pub fn anthropic_request(job: &Job, api_model: &str, max_tokens: u32) -> Value {
     body.insert("model".into(), Value::String(api_model.into()));
     body.insert("max_tokens".into(), max_tokens.into());
     if !system.is_empty() {
-        body.insert("system".into(), Value::String(system.join("\n\n")));
+        let text = system.join("\n\n");
+        let system = match cache_system {
+            true => json!([{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]),
+            false => Value::String(text),
+        };
+        body.insert("system".into(), system);
     }
     body.insert("messages".into(), Value::Array(messages));
     if let Some(t) = job.temperature {
@@ -414,7 +425,8 @@ mod tests {
         let j = job(
             r#"{"system":"be brief","prompt":"hi","temperature":0.5,"response_format":{"type":"json_object"}}"#,
         );
-        let body = serde_json::to_value(openai_request(&j, "deepseek-chat", Some(64))).unwrap();
+        let body =
+            serde_json::to_value(openai_request(&j, "deepseek-chat", Some(64), None)).unwrap();
         assert_eq!(
             body,
             json!({"model": "deepseek-chat",
@@ -456,7 +468,7 @@ mod tests {
         let j = job(
             r#"{"system":"be brief","messages":[{"role":"user","content":[{"type":"text","text":"what is it?"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}],"temperature":1.0}"#,
         );
-        let body = anthropic_request(&j, "claude-sonnet-4-6", 1024);
+        let body = anthropic_request(&j, "claude-sonnet-4-6", 1024, false);
         assert_eq!(
             body,
             json!({"model": "claude-sonnet-4-6", "max_tokens": 1024, "system": "be brief",

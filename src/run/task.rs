@@ -14,7 +14,7 @@ use super::policy::{decide, is_lasting, Action, RetryPolicy};
 use super::walk::{Event, Next, Step, Walk};
 use super::RunSettings;
 use crate::classify::{llm, ClassifiedBy, Decision};
-use crate::config::{Config, ModelId};
+use crate::config::{Config, Model, ModelId};
 use crate::money::Usd;
 use crate::output::report::Call;
 use crate::output::{ResultRow, Status};
@@ -132,6 +132,18 @@ fn failed_call(ctx: &Context, model: ModelId, latency_ms: u64) {
     let _ = ctx.tx.send(ToOwner::Call(call, spent));
 }
 
+/// What a request reserves: its worst case, plus — when it may write the provider's
+/// prompt cache (a system prompt to a model whose cache writes cost more than input)
+/// — the write premium on the whole prompt, so the billed write never passes it.
+fn reservation(model: &Model, job: &Job, c: &Candidate) -> Usd {
+    match model.cache_write_price {
+        Some(write) if write > model.input_price && job.system_text().next().is_some() => {
+            c.worst_cost + write.cost(c.input_tokens) - model.input_price.cost(c.input_tokens)
+        }
+        _ => c.worst_cost,
+    }
+}
+
 /// Charges an answered call: settled in the gate, then journaled by the dispatcher.
 fn settle(ctx: &Context, held: Held<'_>, mut call: Call) {
     let spent;
@@ -170,7 +182,7 @@ async fn execute(
         .candidates
         .iter()
         .map(|c| Step {
-            worst_cost: c.worst_cost,
+            worst_cost: reservation(&cfg.models[c.model], &job, c),
             context_window: cfg.models[c.model].context_window,
         })
         .collect();
@@ -209,7 +221,7 @@ async fn execute(
         };
         let c = route.candidates[i];
         let model = &cfg.models[c.model];
-        let held = match ctx.shared.ask(c.model, c.worst_cost) {
+        let held = match ctx.shared.ask(c.model, reservation(model, &job, &c)) {
             Grant::Granted(held) => held,
             Grant::BreakerOpen(why) => {
                 tracing::debug!(id = %job.id, model = %model.name, "circuit open: next candidate");
@@ -522,5 +534,45 @@ fn billed_call(
         baseline_cost: cfg.models[cfg.baseline].charge(input, read, write, output),
         latency_ms,
         overrun: Usd::ZERO,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Message;
+
+    #[test]
+    fn a_request_that_may_write_the_cache_reserves_the_write_premium() {
+        let cfg = Config::embedded();
+        let sonnet = &cfg.models[cfg.model_id("claude-sonnet-4.6").unwrap()];
+        let mini = &cfg.models[cfg.model_id("gpt-4o-mini").unwrap()];
+        let c = |worst: &str| Candidate {
+            model: 0,
+            input_tokens: 1_000_000,
+            output_tokens: 0,
+            output_variance: 0,
+            cost: Usd::ZERO,
+            worst_cost: Usd::parse(worst).unwrap(),
+        };
+        let mut job = Job::from_prompt("a", "hi");
+        // No system prompt: nothing to cache.
+        assert_eq!(reservation(sonnet, &job, &c("3")), Usd::parse("3").unwrap());
+        job.messages.insert(
+            0,
+            Message {
+                role: "system".into(),
+                text: "You summarize.".into(),
+                images: vec![],
+                name: None,
+            },
+        );
+        // 1M prompt tokens: written at $3.75 instead of $3.00.
+        assert_eq!(
+            reservation(sonnet, &job, &c("3")),
+            Usd::parse("3.75").unwrap()
+        );
+        // A model whose cache writes cost no more than input reserves its worst case.
+        assert_eq!(reservation(mini, &job, &c("3")), Usd::parse("3").unwrap());
     }
 }

@@ -98,3 +98,64 @@ fn anthropic_input_excludes_cache_reads_and_writes_and_writes_cost_more() {
         (645_000_000, 800, 1000, 645_000_000)
     );
 }
+
+fn ok_anthropic() -> Reply {
+    let body = json!({"content": [{"type": "text", "text": "fine"}], "stop_reason": "end_turn",
+                      "usage": {"input_tokens": 100, "output_tokens": 10}});
+    Reply::Respond(200, vec![], body.to_string())
+}
+
+#[test]
+fn requests_are_shaped_to_reach_the_cache() {
+    // OpenAI: one prompt_cache_key per system prompt, none without one.
+    let server = serve(Arc::new(|_, _| crate::fake::ok_openai("fine")));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cached_config(dir.path(), server.port, "openai", true);
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "allowed_tags = []\n",
+        "allowed_tags = []\nprompt_cache_key = true\n",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let job = "{\"id\":\"a\",\"system\":\"You label tickets.\",\"prompt\":\"one\",\"task\":\"chat\"}\n\
+               {\"id\":\"b\",\"system\":\"You label tickets.\",\"prompt\":\"two\",\"task\":\"chat\"}\n\
+               {\"id\":\"c\",\"system\":\"You translate.\",\"prompt\":\"three\",\"task\":\"chat\"}\n\
+               {\"id\":\"d\",\"prompt\":\"four\",\"task\":\"chat\"}\n";
+    let o = run(&cfg, job, &["--concurrency", "1"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let keys: Vec<Option<String>> = server
+        .seen()
+        .iter()
+        .map(|s| s.body["prompt_cache_key"].as_str().map(String::from))
+        .collect();
+    assert_eq!(keys.len(), 4);
+    assert!(keys[0].as_deref().unwrap().starts_with("switchyard-"));
+    assert_eq!(keys[0], keys[1]);
+    assert_ne!(keys[0], keys[2]);
+    assert_eq!(keys[3], None);
+
+    // Anthropic: the system prompt is marked for caching from its second use, when it
+    // is long enough; a short shared one never is.
+    let server = serve(Arc::new(|_, _| ok_anthropic()));
+    let cfg = cached_config(dir.path(), server.port, "anthropic", true);
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "cache_write_per_mtok = 1.25\n",
+        "cache_write_per_mtok = 1.25\ncache_min_tokens = 8\n",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let long = "You write short, factual summaries of support tickets for engineers.";
+    let job: String = (0..3)
+        .map(|i| format!("{{\"id\":\"l{i}\",\"system\":\"{long}\",\"prompt\":\"ticket {i}\",\"task\":\"chat\"}}\n"))
+        .chain((0..2).map(|i| format!("{{\"id\":\"s{i}\",\"system\":\"Be brief.\",\"prompt\":\"q {i}\",\"task\":\"chat\"}}\n")))
+        .collect();
+    let o = run(&cfg, &job, &["--concurrency", "1"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let marked: Vec<bool> = server
+        .seen()
+        .iter()
+        .map(|s| s.body["system"][0]["cache_control"]["type"] == "ephemeral")
+        .collect();
+    assert_eq!(marked, [false, true, true, false, false]);
+    assert_eq!(server.seen()[1].body["system"][0]["text"], long);
+}
