@@ -68,6 +68,12 @@ pub fn plan_json(
         "tasks": tasks,
         "unsure": unsure_json(cfg, s),
         "reasons": s.reasons.json(),
+        "cache": json!({
+            "records": s.cache.records, "tokens": s.cache.tokens,
+            "saving_usd": usd(s.cache.saving), "write_premium_usd": usd(s.cache.premium),
+            "total_with_cache_usd": usd(s.total_with_cache()),
+            "total_with_cache_exact": s.total_with_cache().exact(),
+        }),
         "history": cfg.output_history.as_ref().map(|h| json!({
             "answers": h.answers, "files": h.files, "pairs": h.pairs(),
             "p95_cost_usd": s.p95_cost_usd(),
@@ -233,6 +239,20 @@ pub fn write_plan_table(
     )?;
     writeln!(out, "cheapest eligible routing: {}", s.cheapest_cost)?;
     writeln!(out, "{}", unsure_line(cfg, s))?;
+    if s.cache.records > 0 || !s.cache.premium.is_zero() {
+        writeln!(
+            out,
+            "prompt cache: {} records repeat a system prompt an earlier record sent ({} tokens at cache prices): expected {} less{}; total with it {}",
+            group_thousands(s.cache.records),
+            group_thousands(s.cache.tokens),
+            s.cache.saving,
+            match s.cache.premium.is_zero() {
+                true => String::new(),
+                false => format!(", {} more for cache writes", s.cache.premium),
+            },
+            s.total_with_cache()
+        )?;
+    }
     if let Some(h) = &cfg.output_history {
         writeln!(
             out,

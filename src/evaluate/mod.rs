@@ -56,11 +56,30 @@ pub enum Outcome {
         /// Input tokens of the question about it on `[classifier.llm] model`, asked or
         /// not, when it is unsure.
         unsure_tokens: Option<u64>,
+        /// Its system prompt, when the chosen model may serve it from a prompt cache:
+        /// a hash of the text and its tokens (at least the model's `cache_min_tokens`).
+        cacheable: Option<(u64, u64)>,
     },
 }
 
 /// Evaluates every record of a batch. Pure; runs on worker threads. Positions `done`
 /// says are finished only have their id read ([`Outcome::Done`]).
+/// The record's system prompt as a cacheable prefix on `model` — a hash and its
+/// tokens — when the model has a cache read price and the prompt reaches its
+/// `cache_min_tokens` (texts shorter in bytes than that are not even counted).
+fn cacheable_prefix(cfg: &Config, job: &Job, model: crate::config::ModelId) -> Option<(u64, u64)> {
+    let m = &cfg.models[model];
+    m.cache_read_price?;
+    let system: Vec<&str> = job.system_text().collect();
+    let bytes: usize = system.iter().map(|s| s.len()).sum();
+    if system.is_empty() || (bytes as u64) < m.cache_min_tokens {
+        return None;
+    }
+    let text = system.join("\n\n");
+    let tokens = (crate::tokens::count_text(m.tokenizer, &text) as f64 * m.token_factor) as u64;
+    (tokens >= m.cache_min_tokens).then(|| (xxhash_rust::xxh3::xxh3_64(text.as_bytes()), tokens))
+}
+
 pub fn evaluate_batch(
     batch: Batch,
     cfg: &Config,
@@ -96,7 +115,9 @@ pub fn evaluate_batch(
                                         .map(|c| c.input_tokens)
                                 }),
                             };
+                            let cacheable = cacheable_prefix(cfg, &job, c.model);
                             Outcome::Routed {
+                                cacheable,
                                 job: Box::new(job),
                                 decision,
                                 route,

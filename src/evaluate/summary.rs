@@ -2,7 +2,7 @@
 //! the baseline comparison, the cheapest routing, the LLM classifier's questions, and
 //! the bad records (duplicate ids among them).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use rustc_hash::FxHasher;
@@ -80,6 +80,24 @@ pub struct PlanSummary {
     /// With `--history`: the variance of the total (USD²), each record's output
     /// drawn independently from what past answers of its model were.
     pub cost_variance: f64,
+    /// What prompt caching is expected to change in the total.
+    pub cache: CacheEstimate,
+    /// Cacheable system prompts met so far, by model and hash (a cache is the
+    /// model's): how many records sent each.
+    prefixes: HashMap<(ModelId, u64), u32>,
+}
+
+/// Records whose system prompt an earlier record of the job already sent (to a model
+/// with cache prices, at least its `cache_min_tokens`): those tokens are expected to
+/// be served from the cache. On a model whose cache writes cost more (Anthropic) the
+/// first repeat writes the cache instead.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CacheEstimate {
+    pub records: u64,
+    pub tokens: u64,
+    /// Cache reads' discount less the write premium: what the total drops by.
+    pub saving: Usd,
+    pub premium: Usd,
 }
 
 impl PlanSummary {
@@ -116,6 +134,7 @@ impl PlanSummary {
                 classifier_tokens,
                 unsure,
                 unsure_tokens,
+                cacheable,
                 ..
             } => {
                 if *unsure {
@@ -157,9 +176,38 @@ impl PlanSummary {
                 let per_token = cfg.models[c.model].output_price.usd_per_mtok() / 1e6;
                 self.cost_variance += c.output_variance as f64 * per_token * per_token;
                 self.cheapest_cost += route.cheapest().cost;
+                if let Some((hash, tokens)) = cacheable {
+                    self.cached_prefix(cfg, c.model, *hash, *tokens);
+                }
                 None
             }
         }
+    }
+
+    /// A routed record whose system prompt (`tokens` long) is cacheable on `model`.
+    fn cached_prefix(&mut self, cfg: &Config, model: ModelId, hash: u64, tokens: u64) {
+        let seen = self.prefixes.entry((model, hash)).or_insert(0);
+        *seen += 1;
+        let m = &cfg.models[model];
+        let input = m.input_price.cost(tokens);
+        match (*seen, m.cache_write_price) {
+            (1, _) => {}
+            // Anthropic-style: the second sender writes the cache (marked then).
+            (2, Some(write)) if write > m.input_price => {
+                self.cache.premium += write.cost(tokens).saturating_sub(input);
+            }
+            _ => {
+                let read = m.cache_read_price.unwrap_or(m.input_price).cost(tokens);
+                self.cache.records += 1;
+                self.cache.tokens += tokens;
+                self.cache.saving += input.saturating_sub(read);
+            }
+        }
+    }
+
+    /// The total with the expected cache discount and write premium.
+    pub fn total_with_cache(&self) -> Usd {
+        (self.total.cost + self.cache.premium).saturating_sub(self.cache.saving)
     }
 
     /// The 95th percentile of the total under `--history` (normal approximation of

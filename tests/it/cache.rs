@@ -159,3 +159,49 @@ fn requests_are_shaped_to_reach_the_cache() {
     assert_eq!(marked, [false, true, true, false, false]);
     assert_eq!(server.seen()[1].body["system"][0]["text"], long);
 }
+
+#[test]
+fn plan_prices_the_system_prompts_records_share_at_cache_prices() {
+    // A 1,100-token system prompt ("hello" × 1,100), shared by 30 records pinned to
+    // gpt-4o-mini and 5 pinned to Claude Sonnet (1,265 tokens with its factor 1.15).
+    let dir = tempfile::tempdir().unwrap();
+    let system = vec!["hello"; 1100].join(" ");
+    let job: String = (0..35)
+        .map(|i| {
+            let model = if i < 30 { "gpt-4o-mini" } else { "claude-sonnet-4.6" };
+            format!("{{\"id\":\"r{i}\",\"system\":\"{system}\",\"prompt\":\"question {i}\",\"model\":\"{model}\",\"max_tokens\":10}}\n")
+        })
+        .collect();
+    let path = dir.path().join("shared.jsonl");
+    std::fs::write(&path, job).unwrap();
+    let o = crate::common::output(crate::common::bin().args([
+        "plan",
+        path.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let cache = &v["cache"];
+    // gpt-4o-mini: 29 repeats × 1,100 × ($0.15 − $0.075)/M = $0.0023925.
+    // Sonnet: the 2nd record writes, 1,265 × ($3.75 − $3)/M = $0.00094875 more; the
+    // 3rd to 5th read, 3 × 1,265 × ($3 − $0.30)/M = $0.0102465 less.
+    assert_eq!(cache["records"], 32);
+    assert_eq!(cache["tokens"], 29 * 1100 + 3 * 1265);
+    assert_eq!(
+        pico(&format!("{:.12}", cache["saving_usd"].as_f64().unwrap())),
+        12_639_000_000
+    );
+    assert_eq!(
+        pico(&format!(
+            "{:.12}",
+            cache["write_premium_usd"].as_f64().unwrap()
+        )),
+        948_750_000
+    );
+    let total = pico(v["total_cost_exact"].as_str().unwrap());
+    assert_eq!(
+        pico(cache["total_with_cache_exact"].as_str().unwrap()),
+        total + 948_750_000 - 12_639_000_000
+    );
+}
