@@ -180,6 +180,11 @@ impl PerMtok {
         (usd.is_finite() && usd >= 0.0).then(|| PerMtok((usd * 1e12).round() as u64))
     }
 
+    /// Half this price, rounded down to the micro-dollar (batch APIs' 50%).
+    pub fn half(self) -> PerMtok {
+        PerMtok(self.0 / 2)
+    }
+
     pub fn usd_per_mtok(self) -> f64 {
         self.0 as f64 / 1e6
     }

@@ -26,6 +26,8 @@ pub fn models(args: ModelsArgs) -> Result<Exit> {
                         "output_per_mtok": m.output_price.usd_per_mtok(),
                         "cache_read_per_mtok": m.cache_read_price.map(|p| p.usd_per_mtok()),
                         "cache_write_per_mtok": m.cache_write_price.map(|p| p.usd_per_mtok()),
+                        "batch_input_per_mtok": m.batch_input_price.usd_per_mtok(),
+                        "batch_output_per_mtok": m.batch_output_price.usd_per_mtok(),
                         "context_window": m.context_window,
                         "max_output_tokens": m.max_output_tokens,
                         "api_model": m.api_model,

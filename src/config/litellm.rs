@@ -14,6 +14,8 @@ pub struct LitellmEntry {
     pub output_cost_per_token: Option<f64>,
     pub cache_read_input_token_cost: Option<f64>,
     pub cache_creation_input_token_cost: Option<f64>,
+    pub input_cost_per_token_batches: Option<f64>,
+    pub output_cost_per_token_batches: Option<f64>,
     pub max_input_tokens: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub max_tokens: Option<u64>,
@@ -31,6 +33,12 @@ impl LitellmEntry {
     }
     pub fn cache_write_per_mtok(&self) -> Option<f64> {
         self.cache_creation_input_token_cost.map(|p| p * 1e6)
+    }
+    pub fn batch_input_per_mtok(&self) -> Option<f64> {
+        self.input_cost_per_token_batches.map(|p| p * 1e6)
+    }
+    pub fn batch_output_per_mtok(&self) -> Option<f64> {
+        self.output_cost_per_token_batches.map(|p| p * 1e6)
     }
     pub fn context_window(&self) -> Option<u64> {
         self.max_input_tokens.or(self.max_tokens)

@@ -92,6 +92,11 @@ pub struct Model {
     /// The shortest prompt prefix the provider caches (Anthropic: 1,024 tokens on
     /// Sonnet); a shorter system prompt is not marked for caching.
     pub cache_min_tokens: u64,
+    /// Prices through the provider's batch API (`batch_input_per_mtok`,
+    /// `batch_output_per_mtok`; half the list price when neither the config nor the
+    /// LiteLLM catalog says).
+    pub batch_input_price: PerMtok,
+    pub batch_output_price: PerMtok,
     pub context_window: u64,
     pub max_output_tokens: u32,
     pub tokenizer: Tokenizer,
@@ -473,6 +478,7 @@ fn build_model(
     };
     let (mut input, mut output) = (m.input_per_mtok, m.output_per_mtok);
     let (mut cache_read, mut cache_write) = (m.cache_read_per_mtok, m.cache_write_per_mtok);
+    let (mut batch_in, mut batch_out) = (m.batch_input_per_mtok, m.batch_output_per_mtok);
     let (mut context, mut max_out) = (m.context_window, m.max_output_tokens);
     let entry = litellm.and_then(|l| {
         l.find(
@@ -501,6 +507,12 @@ fn build_model(
         if !user_sets("cache_write_per_mtok") {
             cache_write = entry.cache_write_per_mtok().or(cache_write);
         }
+        if !user_sets("batch_input_per_mtok") {
+            batch_in = entry.batch_input_per_mtok().or(batch_in);
+        }
+        if !user_sets("batch_output_per_mtok") {
+            batch_out = entry.batch_output_per_mtok().or(batch_out);
+        }
         if !user_sets("context_window") {
             context = entry.context_window().or(context);
         }
@@ -516,6 +528,8 @@ fn build_model(
             )
         })
     };
+    let input_price = price(input, "input_per_mtok")?;
+    let output_price = price(output, "output_per_mtok")?;
     let factor = m.token_factor.unwrap_or(1.0);
     if !(factor.is_finite() && factor > 0.0) {
         bail!("config {origin}: model `{name}`: `token_factor` must be positive, got {factor}");
@@ -524,8 +538,8 @@ fn build_model(
         name: name.to_string(),
         provider: m.provider.clone(),
         api_model: m.api_model.clone().unwrap_or_else(|| name.to_string()),
-        input_price: price(input, "input_per_mtok")?,
-        output_price: price(output, "output_per_mtok")?,
+        input_price,
+        output_price,
         cache_read_price: cache_read
             .map(|v| price(Some(v), "cache_read_per_mtok"))
             .transpose()?,
@@ -533,6 +547,14 @@ fn build_model(
             .map(|v| price(Some(v), "cache_write_per_mtok"))
             .transpose()?,
         cache_min_tokens: m.cache_min_tokens.unwrap_or(1024),
+        batch_input_price: match batch_in {
+            Some(v) => price(Some(v), "batch_input_per_mtok")?,
+            None => input_price.half(),
+        },
+        batch_output_price: match batch_out {
+            Some(v) => price(Some(v), "batch_output_per_mtok")?,
+            None => output_price.half(),
+        },
         context_window: context
             .with_context(|| format!("config {origin}: model `{name}` has no `context_window`"))?,
         max_output_tokens: max_out.unwrap_or(4096),

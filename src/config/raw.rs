@@ -43,6 +43,8 @@ pub(super) struct RawModel {
     pub cache_read_per_mtok: Option<f64>,
     pub cache_write_per_mtok: Option<f64>,
     pub cache_min_tokens: Option<u64>,
+    pub batch_input_per_mtok: Option<f64>,
+    pub batch_output_per_mtok: Option<f64>,
     pub context_window: Option<u64>,
     pub max_output_tokens: Option<u32>,
     #[serde(default)]

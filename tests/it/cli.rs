@@ -533,6 +533,16 @@ fn litellm_prices_import() {
     );
     assert_eq!(flash["context_window"], 64000);
     assert_eq!(flash["price_source"], "litellm");
+    // Cache and batch prices come along; a batch price the file lacks is half the list.
+    assert_eq!(
+        (
+            flash["cache_read_per_mtok"].as_f64(),
+            flash["cache_write_per_mtok"].as_f64(),
+            flash["batch_input_per_mtok"].as_f64(),
+            flash["batch_output_per_mtok"].as_f64()
+        ),
+        (Some(0.05), None, Some(0.1), Some(0.2))
+    );
     assert_eq!(
         get("glm-4-flash")["price_source"],
         "default",
