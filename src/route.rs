@@ -62,6 +62,21 @@ pub fn effective_tier(cfg: &Config, job: &Job, decision: &Decision, run_tier: Ti
     }
 }
 
+/// The record's system prompt as a prefix `model` may serve from its prompt cache —
+/// a hash of the text and its tokens — when the model has a cache read price and the
+/// prompt reaches its `cache_min_tokens` (a text shorter in bytes is not counted).
+pub fn cacheable_system(m: &crate::config::Model, job: &Job) -> Option<(u64, u64)> {
+    m.cache_read_price?;
+    let system: Vec<&str> = job.system_text().collect();
+    let bytes: usize = system.iter().map(|s| s.len()).sum();
+    if system.is_empty() || (bytes as u64) < m.cache_min_tokens {
+        return None;
+    }
+    let text = system.join("\n\n");
+    let tokens = (crate::tokens::count_text(m.tokenizer, &text) as f64 * m.token_factor) as u64;
+    (tokens >= m.cache_min_tokens).then(|| (xxhash_rust::xxh3::xxh3_64(text.as_bytes()), tokens))
+}
+
 /// Prices one model for one record, or says why it cannot take it.
 pub fn price(
     cfg: &Config,

@@ -18,7 +18,7 @@ use crate::input::parse::parse_record;
 use crate::input::Batch;
 use crate::money::Usd;
 use crate::record::{Job, Position, Tier};
-use crate::route::{classifier_question, route, unsure_question, Route};
+use crate::route::{cacheable_system, classifier_question, route, unsure_question, Route};
 use crate::tokens::PromptTokens;
 
 /// One record after evaluation.
@@ -64,22 +64,6 @@ pub enum Outcome {
 
 /// Evaluates every record of a batch. Pure; runs on worker threads. Positions `done`
 /// says are finished only have their id read ([`Outcome::Done`]).
-/// The record's system prompt as a cacheable prefix on `model` — a hash and its
-/// tokens — when the model has a cache read price and the prompt reaches its
-/// `cache_min_tokens` (texts shorter in bytes than that are not even counted).
-fn cacheable_prefix(cfg: &Config, job: &Job, model: crate::config::ModelId) -> Option<(u64, u64)> {
-    let m = &cfg.models[model];
-    m.cache_read_price?;
-    let system: Vec<&str> = job.system_text().collect();
-    let bytes: usize = system.iter().map(|s| s.len()).sum();
-    if system.is_empty() || (bytes as u64) < m.cache_min_tokens {
-        return None;
-    }
-    let text = system.join("\n\n");
-    let tokens = (crate::tokens::count_text(m.tokenizer, &text) as f64 * m.token_factor) as u64;
-    (tokens >= m.cache_min_tokens).then(|| (xxhash_rust::xxh3::xxh3_64(text.as_bytes()), tokens))
-}
-
 pub fn evaluate_batch(
     batch: Batch,
     cfg: &Config,
@@ -115,7 +99,7 @@ pub fn evaluate_batch(
                                         .map(|c| c.input_tokens)
                                 }),
                             };
-                            let cacheable = cacheable_prefix(cfg, &job, c.model);
+                            let cacheable = cacheable_system(&cfg.models[c.model], &job);
                             Outcome::Routed {
                                 cacheable,
                                 job: Box::new(job),

@@ -3,18 +3,23 @@
 //! tokenizer, delayed by the configured latency, and faults (429, 5xx, timeouts,
 //! truncation) are injected at configured rates, deterministically per attempt.
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::config::{Model, SimulateConfig, Tokenizer};
 use crate::provider::wire::Answer;
 use crate::provider::Failure;
 use crate::record::{Job, Task};
-use crate::route::Candidate;
+use crate::route::{cacheable_system, Candidate};
 use crate::tokens::count_text;
 
 pub struct Simulated {
     cfg: SimulateConfig,
+    /// Cacheable system prompts answered so far, by model and hash: how many
+    /// records sent each (the first is a miss, as at a provider).
+    prefixes: Mutex<HashMap<(String, u64), u32>>,
 }
 
 /// A uniform draw in [0, 1) from a hash of what identifies one attempt.
@@ -40,7 +45,27 @@ fn normal(u1: f64, u2: f64) -> f64 {
 
 impl Simulated {
     pub fn new(cfg: SimulateConfig) -> Simulated {
-        Simulated { cfg }
+        Simulated {
+            cfg,
+            prefixes: Mutex::default(),
+        }
+    }
+
+    /// What the provider's prompt cache does for this request, as `plan` expects it:
+    /// a system prompt a record already sent to this model is read from the cache;
+    /// on a model whose writes cost more (Anthropic) the second sender writes it.
+    fn cache(&self, job: &Job, model: &Model) -> (u64, u64) {
+        let Some((hash, tokens)) = cacheable_system(model, job) else {
+            return (0, 0);
+        };
+        let mut seen = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        let n = seen.entry((model.name.clone(), hash)).or_insert(0);
+        *n += 1;
+        match (*n, model.cache_write_price) {
+            (1, _) => (0, 0),
+            (2, Some(write)) if write > model.input_price => (0, tokens),
+            _ => (tokens, 0),
+        }
     }
 
     /// The answer's length in tokens before any cut: log-normal around the task's
@@ -122,13 +147,14 @@ impl Simulated {
         } else {
             "stop"
         };
+        let (cached_input_tokens, cache_write_tokens) = self.cache(job, model);
         Ok(Answer {
             text,
             finish_reason: Some(finish.into()),
             input_tokens: candidate.input_tokens,
             output_tokens: output,
-            cached_input_tokens: 0,
-            cache_write_tokens: 0,
+            cached_input_tokens,
+            cache_write_tokens,
             reasoning_tokens: 0,
         })
     }

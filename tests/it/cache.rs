@@ -199,6 +199,18 @@ fn plan_prices_the_system_prompts_records_share_at_cache_prices() {
         )),
         948_750_000
     );
+    // A rehearsal's simulated cache serves the same tokens.
+    let o = crate::common::output(crate::common::bin().args([
+        "run",
+        path.to_str().unwrap(),
+        "--simulate",
+    ]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let cached: u64 = crate::fake::rows(&o)
+        .iter()
+        .map(|r| r["cached_input_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(cached, 29 * 1100 + 3 * 1265);
     let total = pico(v["total_cost_exact"].as_str().unwrap());
     assert_eq!(
         pico(cache["total_with_cache_exact"].as_str().unwrap()),
