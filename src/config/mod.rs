@@ -322,6 +322,10 @@ impl Config {
             Some(path) => Arc::new(TaskModel::load(&path)?),
             None => TaskModel::embedded(),
         });
+        let sigma = raw.simulate.output_sigma;
+        if !(0.0..=3.0).contains(&sigma) {
+            bail!("config {origin}: [simulate] output_sigma must be between 0 and 3, got {sigma}");
+        }
         let llm = &classifier.llm;
         let llm_classifier = match llm.enabled {
             false => None,

@@ -8,7 +8,9 @@
 //!   restores the spend, including calls whose record had not finished);
 //! - `{"pos": N, "status": "...", "row": {...}, "key": K}` for every finished record,
 //!   keyed by its position in the input (ids may repeat in a bad input; positions do
-//!   not); `key` hashes the record's bytes;
+//!   not); `key` hashes the record's bytes; `"again": true` on a record that failed
+//!   for a lasting reason (a refused key, an unknown model, a host that cannot be
+//!   reached), which a resume sends again once the cause is fixed;
 //! - `{"fingerprint": {...}, "renumbered": true}` when a `--force`d resume accepted a
 //!   changed input: positions before it belong to the old input. Finished records of
 //!   the old input are matched to the new one by `key` (the same bytes), re-journaled
@@ -91,6 +93,8 @@ pub(super) struct Line {
     key: Option<u64>,
     #[serde(default)]
     renumbered: bool,
+    #[serde(default)]
+    again: bool,
 }
 
 #[derive(Serialize)]
@@ -99,6 +103,8 @@ struct RowLine<'a> {
     status: Status,
     row: &'a ResultRow,
     key: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    again: bool,
 }
 
 #[derive(Serialize)]
@@ -217,12 +223,15 @@ impl Journal {
     }
 
     /// Appends a finished record; `key` hashes its bytes in the input.
-    pub fn row(&mut self, pos: u64, key: u64, row: &ResultRow) -> Result<()> {
+    /// A finished record; `again` when a resume should send it again (it failed for
+    /// a lasting reason, not one of its own).
+    pub fn row(&mut self, pos: u64, key: u64, row: &ResultRow, again: bool) -> Result<()> {
         self.append(&RowLine {
             pos,
             status: row.status,
             row,
             key,
+            again,
         })
     }
 
@@ -324,12 +333,12 @@ mod tests {
         let (mut j, r) = Journal::open(dir.path(), &fp("a"), Mode::Fresh, NOW).unwrap();
         assert_eq!(r.records, 0);
         j.call(&call(1_234_567)).unwrap();
-        j.row(0, 0, &row("a", "ok")).unwrap();
+        j.row(0, 0, &row("a", "ok"), false).unwrap();
         j.call(&call(7)).unwrap(); // paid, but its record never finished
-        j.row(2, 0, &row("c", "skipped_budget")).unwrap();
-        j.row(3, 0, &row("d", "failed")).unwrap();
+        j.row(2, 0, &row("c", "skipped_budget"), false).unwrap();
+        j.row(3, 0, &row("d", "failed"), false).unwrap();
         j.flush().unwrap();
-        j.row(4, 0, &row("e", "ok")).unwrap(); // buffered, never written: the process dies
+        j.row(4, 0, &row("e", "ok"), false).unwrap(); // buffered, never written: the process dies
         drop(j);
         // A crash in the middle of a write.
         let path = dir.path().join(FILE);
@@ -348,8 +357,8 @@ mod tests {
         assert!(!r.done.contains(4), "an unwritten line's record runs again");
         assert_eq!(r.records, 3);
         assert!(std::fs::metadata(&path).unwrap().len() < len_before);
-        j.row(1, 0, &row("b", "ok")).unwrap();
-        j.row(2, 0, &row("c", "ok")).unwrap();
+        j.row(1, 0, &row("b", "ok"), false).unwrap();
+        j.row(2, 0, &row("c", "ok"), false).unwrap();
         j.sync().unwrap();
         drop(j);
 
@@ -399,7 +408,7 @@ mod tests {
     fn a_damaged_middle_line_is_an_error_naming_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let (mut j, _) = Journal::open(dir.path(), &fp("a"), Mode::Fresh, NOW).unwrap();
-        j.row(0, 0, &row("a", "ok")).unwrap();
+        j.row(0, 0, &row("a", "ok"), false).unwrap();
         j.flush().unwrap();
         drop(j);
         let path = dir.path().join(FILE);
@@ -431,7 +440,7 @@ mod tests {
         );
         let file = OpenOptions::new().write(true).open(full).unwrap();
         let mut j = Journal::with_file(full.to_path_buf(), file, NOW);
-        j.row(0, 0, &row("a", "ok")).unwrap();
+        j.row(0, 0, &row("a", "ok"), false).unwrap();
         let err = format!("{:#}", j.flush().err().unwrap());
         assert!(
             err.starts_with("cannot append to /dev/full: No space left on device"),
@@ -444,13 +453,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut every, _) =
             Journal::open(dir.path(), &fp("a"), Mode::Fresh, Duration::ZERO).unwrap();
-        every.row(0, 0, &row("a", "ok")).unwrap();
+        every.row(0, 0, &row("a", "ok"), false).unwrap();
         every.flush().unwrap();
         assert!(!every.unsynced, "journal_sync_ms = 0: synced at the flush");
         let other = tempfile::tempdir().unwrap();
         let hour = Duration::from_secs(3600);
         let (mut lazy, _) = Journal::open(other.path(), &fp("a"), Mode::Fresh, hour).unwrap();
-        lazy.row(0, 0, &row("a", "ok")).unwrap();
+        lazy.row(0, 0, &row("a", "ok"), false).unwrap();
         lazy.flush().unwrap();
         assert!(lazy.unsynced, "written, not yet synced");
         lazy.sync().unwrap();
@@ -464,6 +473,7 @@ mod tests {
             status: Status::Ok,
             row: &row("r1", "ok"),
             key: 99,
+            again: false,
         })
         .unwrap();
         line.push(b'\n');

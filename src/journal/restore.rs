@@ -135,7 +135,7 @@ pub(super) fn read(path: &Path, by_content: bool) -> Result<(Restored, u64, Fing
             restored.tally.add(&call);
         } else if let Some(pos) = line.pos {
             finished.insert(pos);
-            let skipped = line.status == Some(Status::SkippedBudget);
+            let skipped = line.status == Some(Status::SkippedBudget) || line.again;
             if skipped {
                 restored.done.remove(pos);
             } else {

@@ -3,7 +3,7 @@
 //! environment at start and are only ever written into request headers; anything a
 //! provider sends back is scrubbed of them.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -26,9 +26,10 @@ pub struct HttpProvider {
     timeout: Duration,
     client: reqwest::Client,
     prompt_cache_key: bool,
-    /// Hashes of the system prompts sent so far: a prompt seen again is a shared
-    /// prefix worth caching.
-    systems: Mutex<HashSet<u64>>,
+    /// The system prompts sent so far, by API model and hash, with the record that
+    /// first sent each: one another record sends again is a shared prefix worth
+    /// caching (a cache is the model's).
+    systems: Mutex<HashMap<(String, u64), String>>,
 }
 
 struct Target {
@@ -158,11 +159,13 @@ impl HttpProvider {
                 false,
             ),
             ProviderKind::Anthropic if model.cache_write_price.is_some() => {
-                let seen = !self
-                    .systems
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(hash);
+                let seen = {
+                    let mut systems = self.systems.lock().unwrap_or_else(|e| e.into_inner());
+                    let first = systems
+                        .entry((model.api_model.clone(), hash))
+                        .or_insert_with(|| job.id.clone());
+                    *first != job.id
+                };
                 let long = || {
                     count_text(model.tokenizer, &text) as f64 * model.token_factor
                         >= model.cache_min_tokens as f64

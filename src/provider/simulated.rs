@@ -122,7 +122,8 @@ impl Simulated {
         }
         let truncated = draw((key, "truncate")) < c.rate_truncated;
         let answer_seed = draw((&job.id, &model.name, "answer"));
-        let wanted = self.length(job, task, model);
+        // At most one token past the limit: the cut is what matters beyond it.
+        let wanted = self.length(job, task, model).min(max_tokens + 1);
         let text = match (&job.labels, task) {
             (Some(labels), _) if !labels.is_empty() => {
                 labels[(answer_seed * labels.len() as f64) as usize].clone()

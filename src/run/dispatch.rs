@@ -122,11 +122,12 @@ impl Streak {
 }
 
 impl Dispatcher<'_> {
-    fn emit(&mut self, (pos, key): (u64, u64), row: &ResultRow) -> Result<()> {
+    /// A finished record to the output; `again` marks one a resume sends again.
+    fn emit(&mut self, (pos, key): (u64, u64), row: &ResultRow, again: bool) -> Result<()> {
         match &mut self.output {
             Output::Stdout(out, None) => write_jsonl(out, row)?,
             Output::Stdout(out, Some(order)) => order.finish(pos, row, |r| write_jsonl(out, r))?,
-            Output::Journal(j) => j.row(pos, key, row)?,
+            Output::Journal(j) => j.row(pos, key, row, again)?,
         }
         self.rows += 1;
         self.not_ok += u64::from(!row.is_ok());
@@ -161,14 +162,14 @@ impl Dispatcher<'_> {
             {
                 let mut row = j.stored_row(offset, len)?;
                 row.id = e.id;
-                self.emit(at, &row)?;
+                self.emit(at, &row, false)?;
                 continue;
             }
             if let Output::Stdout(_, Some(order)) = &mut self.output {
                 order.start(at.0);
             }
             match start(self.ctx, e, problem, self.stopping) {
-                Some(row) => self.emit(at, &row)?,
+                Some(row) => self.emit(at, &row, false)?,
                 None => self.in_flight += 1,
             }
         }
@@ -194,7 +195,7 @@ impl Dispatcher<'_> {
             }
             ToOwner::Done(pos, key, row, lasting) => {
                 self.in_flight -= 1;
-                self.emit((pos, key), &row)?;
+                self.emit((pos, key), &row, lasting.is_some())?;
                 self.count_failure(&row, lasting);
             }
         }

@@ -53,14 +53,17 @@ pub fn is_transient(f: &Failure) -> bool {
     }
 }
 
-/// True for failures that will not go away by themselves: a key refused or not set,
-/// a model or URL the provider does not know, a host that cannot be reached (after
-/// the retries). A run whose records all fail this way stops early.
+/// True for failures a provider answered (or its host gave) that will not go away by
+/// themselves: a key refused, a model or URL it does not know, a host that cannot be
+/// reached (after the retries). A run whose records fail this way in a row stops
+/// early, and a resume sends them again. Not a provider that cannot be used at all
+/// (`Unusable`, a key not set): the run's start already said which records that
+/// costs, and chose to go on.
 pub fn is_lasting(f: &Failure) -> bool {
     match f {
         Failure::Http { status, .. } => matches!(status, 401 | 403 | 404),
-        Failure::Unusable | Failure::Connect => true,
-        Failure::Timeout | Failure::Reset | Failure::Malformed => false,
+        Failure::Connect => true,
+        Failure::Unusable | Failure::Timeout | Failure::Reset | Failure::Malformed => false,
     }
 }
 
@@ -134,19 +137,13 @@ mod tests {
     }
 
     #[test]
-    fn an_unusable_provider_moves_on_at_once_and_is_lasting() {
+    fn an_unusable_provider_moves_on_at_once_and_refusals_are_lasting() {
         let p = default_policy();
         assert_eq!(
             decide(&Failure::Unusable, 1, &p, 0.5),
             Action::NextCandidate
         );
-        for f in [
-            http(401),
-            http(403),
-            http(404),
-            Failure::Connect,
-            Failure::Unusable,
-        ] {
+        for f in [http(401), http(403), http(404), Failure::Connect] {
             assert!(is_lasting(&f), "{f:?}");
         }
         for f in [
@@ -155,6 +152,7 @@ mod tests {
             http(400),
             Failure::Timeout,
             Failure::Reset,
+            Failure::Unusable,
         ] {
             assert!(!is_lasting(&f), "{f:?}");
         }

@@ -1,7 +1,8 @@
 //! Before the first request: can the providers this job needs take requests at all?
 //! A provider whose key variable is unset, or whose URL may not be used, would fail
-//! every record sent to it. When no model any route lists can be used, the run does
-//! not start (exit 2, the variables named). When only some cannot, the run says once
+//! every record sent to it. When no catalog model can be used — or, for an input
+//! file, no routed record has a usable model — the run does not start (exit 2, the
+//! variables named). When only some cannot, the run says once
 //! which, and — for an input file — how many records that leaves with no model, or
 //! with fewer fallbacks, then goes on.
 
@@ -41,7 +42,9 @@ pub(super) fn check(cfg: &Config, input: &Input) -> Result<()> {
         .filter_map(|&p| why[p].as_deref())
         .map(|why| format!("\n  {why}"))
         .collect::<String>();
-    if routed.iter().all(|&m| blocked(m)) {
+    // Records may pin any catalog model: only when none can be used is it certain
+    // without reading the input.
+    if routed.iter().all(|&m| blocked(m)) && (0..cfg.models.len()).all(blocked) {
         bail!("{}", nothing_can_run(cfg, &bad, &listed));
     }
     let n = bad.len();

@@ -114,10 +114,10 @@ impl Drop for Finish {
 
 /// A request that failed: nothing billed, but the cost report counts it against its
 /// model (`requests`, `failed`), journaled like an answered one.
-fn failed_call(ctx: &Context, model: ModelId, latency_ms: u64) {
+fn failed_call(ctx: &Context, model: ModelId, name: String, latency_ms: u64) {
     let m = &ctx.cfg.models[model];
     let call = Call {
-        model: m.name.clone(),
+        model: name,
         provider: m.provider.clone(),
         ok: false,
         escalated: false,
@@ -404,7 +404,12 @@ async fn try_candidate(
             Err((failure, msg)) => {
                 tracing::debug!(id = %job.id, model = %model.name, attempt, error = %msg, "request failed");
                 if failure != Failure::Unusable {
-                    failed_call(ctx, c.model, sent.elapsed().as_millis() as u64);
+                    failed_call(
+                        ctx,
+                        c.model,
+                        model.name.clone(),
+                        sent.elapsed().as_millis() as u64,
+                    );
                 }
                 *last_error = format!("{}: {msg}", model.name);
                 let cause = Cause {
@@ -486,9 +491,16 @@ async fn ask_llm(
             1,
         )
         .await;
-    let Ok(answer) = answer else {
-        held.release(Health::Failed);
-        return (decision, route);
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err((failure, _)) => {
+            if failure != Failure::Unusable {
+                let label = llm::report_label(&model.name);
+                failed_call(ctx, c.model, label, started.elapsed().as_millis() as u64);
+            }
+            held.release(Health::Failed);
+            return (decision, route);
+        }
     };
     let latency_ms = started.elapsed().as_millis() as u64;
     let label = llm::report_label(&model.name);
