@@ -35,21 +35,28 @@ pub struct Reason {
     pub example: String,
 }
 
-/// The grouping key of a reason: digits stand for any number.
+/// The grouping key of a reason: a word with a digit in it (a number, an amount, a
+/// request id like `req_7f3a9d`) stands for any such word.
 pub fn shape(reason: &str) -> String {
     let mut out = String::with_capacity(reason.len());
-    let mut in_number = false;
-    for c in reason.chars() {
-        if c.is_ascii_digit() {
-            if !in_number {
-                out.push('#');
-            }
-            in_number = true;
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.chars().any(|c| c.is_ascii_digit()) {
+            out.push('#');
         } else {
-            in_number = false;
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in reason.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
             out.push(c);
         }
     }
+    flush(&mut word, &mut out);
     out
 }
 
@@ -154,5 +161,13 @@ mod tests {
         assert_eq!(lines.len(), SHOWN + 1);
         assert_eq!(lines[SHOWN], "and 4 more records for 4 other reasons");
         assert_eq!(shape("a 12 b 3.5"), "a # b #.#");
+        assert_eq!(
+            shape("HTTP 403: blocked (request req_7f3a9d01)"),
+            shape("HTTP 403: blocked (request req_0b1c2e99)")
+        );
+        assert_ne!(
+            shape("HTTP 403: blocked"),
+            shape("HTTP 401: blocked by waf")
+        );
     }
 }
