@@ -67,14 +67,48 @@ pub fn effective_tier(cfg: &Config, job: &Job, decision: &Decision, run_tier: Ti
 /// prompt reaches its `cache_min_tokens` (a text shorter in bytes is not counted).
 pub fn cacheable_system(m: &crate::config::Model, job: &Job) -> Option<(u64, u64)> {
     m.cache_read_price?;
-    let system: Vec<&str> = job.system_text().collect();
-    let bytes: usize = system.iter().map(|s| s.len()).sum();
-    if system.is_empty() || (bytes as u64) < m.cache_min_tokens {
+    let bytes: usize = job.system_text().map(str::len).sum();
+    if job.system_text().next().is_none() || (bytes as u64) < m.cache_min_tokens {
         return None;
     }
-    let text = system.join("\n\n");
+    let text = job.system_text().collect::<Vec<_>>().join("\n\n");
     let tokens = (crate::tokens::count_text(m.tokenizer, &text) as f64 * m.token_factor) as u64;
     (tokens >= m.cache_min_tokens).then(|| (xxhash_rust::xxh3::xxh3_64(text.as_bytes()), tokens))
+}
+
+/// A hash of the record's system prompt (its parts joined by blank lines, as
+/// [`cacheable_system`] hashes it), or `None` without one. Nothing is copied.
+pub fn system_hash(job: &Job) -> Option<u64> {
+    let mut parts = job.system_text();
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(parts.next()?.as_bytes());
+    for p in parts {
+        h.update(b"\n\n");
+        h.update(p.as_bytes());
+    }
+    Some(h.digest())
+}
+
+/// What a provider's prompt cache does for the `nth` record (from 1) that sends the
+/// same cacheable prefix to model `m` — the one rule `plan`, the simulator and the
+/// requests share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    /// The first sender: nothing cached yet.
+    Miss,
+    /// On a model whose cache writes cost more than input (Anthropic, which caches
+    /// only what a request marks), the second sender writes it.
+    Write,
+    /// Every later sender reads it.
+    Read,
+}
+
+pub fn cache_use(m: &crate::config::Model, nth: u32) -> CacheUse {
+    match (nth, m.cache_write_price) {
+        (0 | 1, _) => CacheUse::Miss,
+        (2, Some(write)) if write > m.input_price => CacheUse::Write,
+        _ => CacheUse::Read,
+    }
 }
 
 /// Prices one model for one record, or says why it cannot take it.

@@ -15,6 +15,7 @@ use crate::output::reasons::Reasons;
 use crate::output::report::{savings_pct, ReportRow};
 use crate::output::Status;
 use crate::record::Task;
+use crate::route::{cache_use, CacheUse};
 
 /// Remembers ids to reject duplicates. Keeps a 64-bit hash per id (8 bytes a record,
 /// the only memory that grows with the input), not the ids themselves; a false
@@ -190,13 +191,13 @@ impl PlanSummary {
         *seen += 1;
         let m = &cfg.models[model];
         let input = m.input_price.cost(tokens);
-        match (*seen, m.cache_write_price) {
-            (1, _) => {}
-            // Anthropic-style: the second sender writes the cache (marked then).
-            (2, Some(write)) if write > m.input_price => {
+        match cache_use(m, *seen) {
+            CacheUse::Miss => {}
+            CacheUse::Write => {
+                let write = m.cache_write_price.unwrap_or(m.input_price);
                 self.cache.premium += write.cost(tokens).saturating_sub(input);
             }
-            _ => {
+            CacheUse::Read => {
                 let read = m.cache_read_price.unwrap_or(m.input_price).cost(tokens);
                 self.cache.records += 1;
                 self.cache.tokens += tokens;

@@ -184,6 +184,49 @@ impl ParquetResults {
     }
 }
 
+/// One record batch of a run's `results.parquet`, its columns looked up by name with
+/// errors that name the file.
+struct ResultsBatch<'a> {
+    path: &'a Path,
+    batch: RecordBatch,
+}
+
+impl ResultsBatch<'_> {
+    fn column(&self, name: &str) -> Result<&ArrayRef> {
+        self.batch.column_by_name(name).with_context(|| {
+            format!(
+                "{} has no `{name}` column: is it a run's results.parquet?",
+                self.path.display()
+            )
+        })
+    }
+
+    fn text(&self, name: &str) -> Result<StringArray> {
+        use arrow::array::AsArray;
+        self.column(name)?
+            .as_string_opt::<i32>()
+            .cloned()
+            .with_context(|| format!("{}: `{name}` is not a text column", self.path.display()))
+    }
+
+    fn rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+}
+
+/// Calls `each` on every record batch of the results file at `path`.
+fn read_results(path: &Path, mut each: impl FnMut(&ResultsBatch) -> Result<()>) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{} is not a Parquet file", path.display()))?
+        .build()?;
+    for batch in reader {
+        let batch = batch.with_context(|| format!("cannot read {}", path.display()))?;
+        each(&ResultsBatch { path, batch })?;
+    }
+    Ok(())
+}
+
 /// One answered row of a past run: its task, the model that answered, the output
 /// tokens billed, and whether it escalated.
 pub struct Answered {
@@ -197,29 +240,11 @@ pub struct Answered {
 pub fn read_answered(path: &Path) -> Result<Vec<Answered>> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Int64Type;
-    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{} is not a Parquet file", path.display()))?
-        .build()?;
     let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.with_context(|| format!("cannot read {}", path.display()))?;
-        let column = |name: &str| {
-            batch.column_by_name(name).with_context(|| {
-                format!(
-                    "{} has no `{name}` column: is it a run's results.parquet?",
-                    path.display()
-                )
-            })
-        };
-        let text = |name: &str| -> Result<StringArray> {
-            column(name)?
-                .as_string_opt::<i32>()
-                .cloned()
-                .with_context(|| format!("{}: `{name}` is not a text column", path.display()))
-        };
-        let (status, task, model) = (text("status")?, text("task")?, text("final_model")?);
-        let tokens = column("output_tokens")?
+    read_results(path, |b| {
+        let (status, task, model) = (b.text("status")?, b.text("task")?, b.text("final_model")?);
+        let tokens = b
+            .column("output_tokens")?
             .as_primitive_opt::<Int64Type>()
             .cloned()
             .with_context(|| {
@@ -228,11 +253,12 @@ pub fn read_answered(path: &Path) -> Result<Vec<Answered>> {
                     path.display()
                 )
             })?;
-        let escalations = column("escalations")?
+        let escalations = b
+            .column("escalations")?
             .as_list_opt::<i32>()
             .cloned()
             .with_context(|| format!("{}: `escalations` is not a list column", path.display()))?;
-        for i in 0..batch.num_rows() {
+        for i in 0..b.rows() {
             if status.is_null(i) || status.value(i) != "ok" || task.is_null(i) || model.is_null(i) {
                 continue;
             }
@@ -243,7 +269,8 @@ pub fn read_answered(path: &Path) -> Result<Vec<Answered>> {
                 escalated: !escalations.is_null(i) && escalations.value_length(i) > 0,
             });
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -257,27 +284,11 @@ pub struct Label {
 /// Each row's id, task and who decided it, from a `results.parquet` — what `train`
 /// learns from a run.
 pub fn read_labels(path: &Path) -> Result<Vec<Label>> {
-    use arrow::array::{Array, AsArray};
-    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{} is not a Parquet file", path.display()))?
-        .build()?;
+    use arrow::array::Array;
     let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.with_context(|| format!("cannot read {}", path.display()))?;
-        let column = |name: &str| -> Result<StringArray> {
-            let c = batch.column_by_name(name).with_context(|| {
-                format!(
-                    "{} has no `{name}` column: is it a run's results.parquet?",
-                    path.display()
-                )
-            })?;
-            c.as_string_opt::<i32>()
-                .cloned()
-                .with_context(|| format!("{}: `{name}` is not a text column", path.display()))
-        };
-        let (ids, tasks, by) = (column("id")?, column("task")?, column("classified_by")?);
-        for i in 0..batch.num_rows() {
+    read_results(path, |b| {
+        let (ids, tasks, by) = (b.text("id")?, b.text("task")?, b.text("classified_by")?);
+        for i in 0..b.rows() {
             let text = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
             out.push(Label {
                 id: ids.value(i).to_string(),
@@ -285,6 +296,7 @@ pub fn read_labels(path: &Path) -> Result<Vec<Label>> {
                 classified_by: text(&by),
             });
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }

@@ -13,7 +13,7 @@ use crate::config::{Model, Provider, ProviderKind};
 use crate::provider::wire::{self, Answer};
 use crate::provider::Failure;
 use crate::record::Job;
-use crate::tokens::count_text;
+use crate::route::{cacheable_system, system_hash};
 
 pub struct HttpProvider {
     name: String,
@@ -142,37 +142,32 @@ impl HttpProvider {
 
     /// How this request asks for the provider's prompt cache: OpenAI's
     /// `prompt_cache_key` (one per system prompt, when the provider says so), and for
-    /// Anthropic whether the system prompt is marked `cache_control` — only when it
-    /// was sent before (so it is shared), is at least the model's `cache_min_tokens`,
-    /// and the model has a cache write price (so the write is charged as billed).
+    /// Anthropic whether the system prompt is marked `cache_control` — only when
+    /// another record sent it before (so it is shared), it is cacheable on the model
+    /// ([`cacheable_system`]: cache prices, at least `cache_min_tokens`), and the
+    /// model has a cache write price (so the write is charged as billed).
     fn cache_request(&self, job: &Job, model: &Model) -> (Option<String>, bool) {
-        let mut system = job.system_text().peekable();
-        if system.peek().is_none() {
-            return (None, false);
-        }
-        let text = system.collect::<Vec<_>>().join("\n\n");
-        let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
         match self.kind {
-            ProviderKind::Openai => (
-                self.prompt_cache_key
-                    .then(|| format!("switchyard-{hash:016x}")),
-                false,
-            ),
-            ProviderKind::Anthropic if model.cache_write_price.is_some() => {
-                let seen = {
-                    let mut systems = self.systems.lock().unwrap_or_else(|e| e.into_inner());
-                    let first = systems
-                        .entry((model.api_model.clone(), hash))
-                        .or_insert_with(|| job.id.clone());
-                    *first != job.id
+            ProviderKind::Openai => {
+                let key = match self.prompt_cache_key {
+                    true => system_hash(job).map(|h| format!("switchyard-{h:016x}")),
+                    false => None,
                 };
-                let long = || {
-                    count_text(model.tokenizer, &text) as f64 * model.token_factor
-                        >= model.cache_min_tokens as f64
-                };
-                (None, seen && long())
+                (key, false)
             }
-            ProviderKind::Anthropic => (None, false),
+            ProviderKind::Anthropic => {
+                let cacheable = model
+                    .cache_write_price
+                    .and_then(|_| cacheable_system(model, job));
+                let Some((hash, _)) = cacheable else {
+                    return (None, false);
+                };
+                let mut systems = self.systems.lock().unwrap_or_else(|e| e.into_inner());
+                let first = systems
+                    .entry((model.api_model.clone(), hash))
+                    .or_insert_with(|| job.id.clone());
+                (None, *first != job.id)
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use crate::config::{Model, SimulateConfig, Tokenizer};
 use crate::provider::wire::Answer;
 use crate::provider::Failure;
 use crate::record::{Job, Task};
-use crate::route::{cacheable_system, Candidate};
+use crate::route::{cache_use, cacheable_system, CacheUse, Candidate};
 use crate::tokens::count_text;
 
 pub struct Simulated {
@@ -61,10 +61,10 @@ impl Simulated {
         let mut seen = self.prefixes.lock().unwrap_or_else(|e| e.into_inner());
         let n = seen.entry((model.name.clone(), hash)).or_insert(0);
         *n += 1;
-        match (*n, model.cache_write_price) {
-            (1, _) => (0, 0),
-            (2, Some(write)) if write > model.input_price => (0, tokens),
-            _ => (tokens, 0),
+        match cache_use(model, *n) {
+            CacheUse::Miss => (0, 0),
+            CacheUse::Write => (0, tokens),
+            CacheUse::Read => (tokens, 0),
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::fake::{config, parquet_rows, pico, run, serve, Reply};
+use crate::fake::{config, edit, parquet_rows, pico, run, serve, Reply};
 
 fn openai_usage(usage: serde_json::Value) -> Reply {
     let body = json!({"choices": [{"message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
@@ -18,12 +18,7 @@ fn openai_usage(usage: serde_json::Value) -> Reply {
 fn cached_config(dir: &std::path::Path, port: u16, kind: &str, prices: bool) -> std::path::PathBuf {
     let cfg = config(dir, port, kind);
     if prices {
-        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-            "[models.cheap]\nprovider = \"fake\"\n",
-            "[models.cheap]\nprovider = \"fake\"\ncache_read_per_mtok = 0.5\ncache_write_per_mtok = 1.25\n",
-            1,
-        );
-        std::fs::write(&cfg, text).unwrap();
+        edit(&cfg, &[("[models.cheap]\nprovider = \"fake\"\n", "[models.cheap]\nprovider = \"fake\"\ncache_read_per_mtok = 0.5\ncache_write_per_mtok = 1.25\n")], "");
     }
     cfg
 }
@@ -111,12 +106,14 @@ fn requests_are_shaped_to_reach_the_cache() {
     let server = serve(Arc::new(|_, _| crate::fake::ok_openai("fine")));
     let dir = tempfile::tempdir().unwrap();
     let cfg = cached_config(dir.path(), server.port, "openai", true);
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "allowed_tags = []\n",
-        "allowed_tags = []\nprompt_cache_key = true\n",
-        1,
+    edit(
+        &cfg,
+        &[(
+            "allowed_tags = []\n",
+            "allowed_tags = []\nprompt_cache_key = true\n",
+        )],
+        "",
     );
-    std::fs::write(&cfg, text).unwrap();
     let job = "{\"id\":\"a\",\"system\":\"You label tickets.\",\"prompt\":\"one\",\"task\":\"chat\"}\n\
                {\"id\":\"b\",\"system\":\"You label tickets.\",\"prompt\":\"two\",\"task\":\"chat\"}\n\
                {\"id\":\"c\",\"system\":\"You translate.\",\"prompt\":\"three\",\"task\":\"chat\"}\n\
@@ -138,12 +135,14 @@ fn requests_are_shaped_to_reach_the_cache() {
     // is long enough; a short shared one never is.
     let server = serve(Arc::new(|_, _| ok_anthropic()));
     let cfg = cached_config(dir.path(), server.port, "anthropic", true);
-    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
-        "cache_write_per_mtok = 1.25\n",
-        "cache_write_per_mtok = 1.25\ncache_min_tokens = 8\n",
-        1,
+    edit(
+        &cfg,
+        &[(
+            "cache_write_per_mtok = 1.25\n",
+            "cache_write_per_mtok = 1.25\ncache_min_tokens = 8\n",
+        )],
+        "",
     );
-    std::fs::write(&cfg, text).unwrap();
     let long = "You write short, factual summaries of support tickets for engineers.";
     let job: String = (0..3)
         .map(|i| format!("{{\"id\":\"l{i}\",\"system\":\"{long}\",\"prompt\":\"ticket {i}\",\"task\":\"chat\"}}\n"))

@@ -137,3 +137,23 @@ pub fn spawn(cfg: &Path, input: &Path, extra: &[&str]) -> std::process::Child {
         .spawn()
         .unwrap()
 }
+
+/// Rewrites the config file at `cfg`: each `(from, to)` replaced (`from` must be
+/// there), then `extra` appended.
+pub fn edit(cfg: &Path, replace: &[(&str, &str)], extra: &str) {
+    let mut text = std::fs::read_to_string(cfg).unwrap();
+    for (from, to) in replace {
+        assert!(text.contains(from), "{from}");
+        text = text.replace(from, to);
+    }
+    text.push_str(extra);
+    std::fs::write(cfg, text).unwrap();
+}
+
+/// N of a record whose prompt is "question N" (as the fake's scripts send them).
+pub fn prompt_number(req: &Seen) -> usize {
+    req.prompt()
+        .trim_start_matches("question ")
+        .parse()
+        .unwrap()
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::fake::{config, error, ok_openai, rows, run, serve, Reply, CANARY};
+use crate::fake::{config, edit, error, ok_openai, prompt_number, rows, run, serve, Reply, CANARY};
 use serde_json::json;
 
 #[test]
@@ -283,22 +283,6 @@ fn rpm_spreads_requests_by_the_server_clock() {
 }
 
 /// Rewrites the test config: `(from, to)` replacements, then `extra` appended.
-fn edit(cfg: &std::path::Path, replace: &[(&str, &str)], extra: &str) {
-    let mut text = std::fs::read_to_string(cfg).unwrap();
-    for (from, to) in replace {
-        assert!(text.contains(from), "{from}");
-        text = text.replace(from, to);
-    }
-    text.push_str(extra);
-    std::fs::write(cfg, text).unwrap();
-}
-
-fn prompt_number(req: &crate::fake::Seen) -> usize {
-    req.prompt()
-        .trim_start_matches("question ")
-        .parse()
-        .unwrap()
-}
 
 #[test]
 fn every_record_is_accounted_once_under_hangs_resets_cut_and_malformed_bodies() {

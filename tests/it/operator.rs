@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use crate::common::{bin, output};
 use crate::fake::{
-    command, config, error, ok_openai, parquet_rows, rows, run, serve, write_job, CANARY,
+    command, config, error, ok_openai, parquet_rows, prompt_number, rows, run, serve, write_job,
+    CANARY,
 };
 
 const KEY_VARS: [&str; 5] = [
@@ -22,9 +23,7 @@ const KEY_VARS: [&str; 5] = [
 ];
 
 fn edit(cfg: &std::path::Path, from: &str, to: &str) {
-    let text = std::fs::read_to_string(cfg).unwrap();
-    assert!(text.contains(from), "{from}");
-    std::fs::write(cfg, text.replacen(from, to, 1)).unwrap();
+    crate::fake::edit(cfg, &[(from, to)], "");
 }
 
 fn jobs(n: usize, task: &str) -> String {
@@ -230,11 +229,7 @@ fn failures_of_other_kinds_or_an_answer_between_them_do_not_stop_the_run() {
     // 401, then a 500 (a passing failure), alternating per record: no streak of the
     // same lasting reason reaches 2.
     let server = serve(Arc::new(|_, req| {
-        let n: usize = req
-            .prompt()
-            .trim_start_matches("question ")
-            .parse()
-            .unwrap();
+        let n = prompt_number(req);
         match n % 2 {
             0 => error(401, "no"),
             _ => error(500, "busy"),
@@ -257,11 +252,7 @@ fn failures_of_other_kinds_or_an_answer_between_them_do_not_stop_the_run() {
 fn the_summary_groups_reasons_with_counts_in_table_and_json() {
     // Records 0-3 meet a 403 on both models; 4-5 are answered.
     let server = serve(Arc::new(|_, req| {
-        let n: usize = req
-            .prompt()
-            .trim_start_matches("question ")
-            .parse()
-            .unwrap();
+        let n = prompt_number(req);
         if n < 4 {
             error(403, "model not enabled for this project")
         } else {
