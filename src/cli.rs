@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-use crate::config::OnBudget;
 use crate::config::Overrides;
+use crate::config::{OnBudget, Via};
 use crate::money::Usd;
 use crate::record::Tier;
 
@@ -108,6 +108,10 @@ pub struct PlanArgs {
     /// max_tokens or the task default; adds a p95 of the total. Repeatable.
     #[arg(long, value_name = "DIR", num_args = 1.., action = ArgAction::Append)]
     pub history: Vec<PathBuf>,
+    /// Price requests as realtime calls, through the providers' batch APIs (batch
+    /// prices), or batch where the provider has one (default from config `[run] via`).
+    #[arg(long, value_name = "MODE", value_parser = parse_via)]
+    pub via: Option<Via>,
     /// Output format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
@@ -152,6 +156,15 @@ pub struct RunArgs {
     /// (at most 4 × concurrency records wait in memory for a slow earlier one).
     #[arg(long, conflicts_with = "out")]
     pub keep_order: bool,
+    /// realtime: one call per request; batch: through the providers' batch APIs
+    /// (OpenAI Batch, Anthropic Message Batches) at batch prices, waiting for them;
+    /// auto: batch where the provider has one (default from config `[run] via`).
+    #[arg(long, value_name = "MODE", value_parser = parse_via)]
+    pub via: Option<Via>,
+    /// Cancel the batches the run in --out submitted and that are still running,
+    /// then exit (a later --resume reads what they answered and runs the rest).
+    #[arg(long, requires = "out", conflicts_with_all = ["resume", "overwrite"])]
+    pub cancel: bool,
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +227,10 @@ fn parse_share(s: &str) -> Result<f64, String> {
 }
 
 fn parse_on_budget(s: &str) -> Result<OnBudget, String> {
+    s.parse()
+}
+
+fn parse_via(s: &str) -> Result<Via, String> {
     s.parse()
 }
 

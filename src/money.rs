@@ -185,6 +185,15 @@ impl PerMtok {
         PerMtok(self.0 / 2)
     }
 
+    /// This price times `num / den` (a discount another price implies), rounded
+    /// down to the micro-dollar; unchanged when `den` is zero.
+    pub fn scaled(self, num: PerMtok, den: PerMtok) -> PerMtok {
+        match den.0 {
+            0 => self,
+            d => PerMtok((u128::from(self.0) * u128::from(num.0) / u128::from(d)) as u64),
+        }
+    }
+
     pub fn usd_per_mtok(self) -> f64 {
         self.0 as f64 / 1e6
     }

@@ -27,6 +27,31 @@ pub struct Candidate {
     /// input × input price + the most output the request allows × output price:
     /// what a run reserves against the budget before sending.
     pub worst_cost: Usd,
+    /// Sent through the provider's batch API (`--via batch|auto`): both costs are
+    /// at the model's batch prices.
+    pub batch: bool,
+}
+
+impl Candidate {
+    /// This candidate sent as a realtime call: priced at the model's list prices.
+    /// (The classifier's question, and a batch record's fallbacks, escalations and
+    /// retries, are realtime.)
+    pub fn realtime(mut self, cfg: &Config, job: &Job) -> Candidate {
+        if self.batch {
+            let m = &cfg.models[self.model];
+            self.batch = false;
+            self.cost = m.cost(self.input_tokens, self.output_tokens);
+            self.worst_cost = m.cost(self.input_tokens, worst_output(m, job));
+        }
+        self
+    }
+}
+
+/// The most output a request of `job` to `m` can answer: its `max_tokens`, else the
+/// model's output limit.
+pub fn worst_output(m: &crate::config::Model, job: &Job) -> u64 {
+    job.max_tokens
+        .map_or(u64::from(m.max_output_tokens), u64::from)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -157,9 +182,11 @@ pub fn price(
         ),
         None => (output, 0),
     };
-    let worst_output = job.max_tokens.map_or(cap, u64::from);
-    let cost = m.cost(input, output);
-    let worst_cost = m.cost(input, worst_output);
+    let worst_output = worst_output(m, job);
+    let batch = cfg.via_batch(model);
+    let priced = cfg.priced(model, batch);
+    let cost = priced.cost(input, output);
+    let worst_cost = priced.cost(input, worst_output);
     if let Some(limit) = job.max_cost {
         if cost > limit {
             return Err(format!(
@@ -175,6 +202,7 @@ pub fn price(
         output_variance,
         cost,
         worst_cost,
+        batch,
     })
 }
 
@@ -190,7 +218,9 @@ pub fn classifier_question(
         .llm_classifier
         .filter(|_| llm::wants(decision, &cfg.classifier))?;
     let q = llm::question(job, &cfg.classifier);
-    let c = price(cfg, &q, decision, model, tokens).ok()?;
+    let c = price(cfg, &q, decision, model, tokens)
+        .ok()?
+        .realtime(cfg, &q);
     Some((q, c))
 }
 
@@ -206,14 +236,9 @@ pub fn unsure_question(
     let model = cfg
         .llm_model
         .filter(|_| llm::is_unsure(decision, &cfg.classifier))?;
-    price(
-        cfg,
-        &llm::question(job, &cfg.classifier),
-        decision,
-        model,
-        tokens,
-    )
-    .ok()
+    let q = llm::question(job, &cfg.classifier);
+    let c = price(cfg, &q, decision, model, tokens).ok()?;
+    Some(c.realtime(cfg, &q))
 }
 
 /// Routes a record: the candidates of its task × tier (or its pinned model) that are

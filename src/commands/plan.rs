@@ -16,6 +16,7 @@ use crate::exit::Exit;
 
 pub fn plan(args: PlanArgs) -> Result<Exit> {
     let (mut cfg, input) = super::load(&args.routing, args.baseline.clone())?;
+    cfg.run.via = args.via.unwrap_or(cfg.run.via);
     if !args.history.is_empty() {
         cfg.output_history = Some(Arc::new(history(&cfg, &args.history)?));
     }

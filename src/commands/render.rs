@@ -74,6 +74,12 @@ pub fn plan_json(
             "total_with_cache_usd": usd(s.total_with_cache()),
             "total_with_cache_exact": s.total_with_cache().exact(),
         }),
+        "via": cfg.run.via,
+        "batch": json!({
+            "records": s.batch.records, "cost_usd": usd(s.batch.cost),
+            "realtime_cost_usd": usd(s.batch_at_realtime),
+            "saving_usd": usd(s.batch_at_realtime.saturating_sub(s.batch.cost)),
+        }),
         "history": cfg.output_history.as_ref().map(|h| json!({
             "answers": h.answers, "files": h.files, "pairs": h.pairs(),
             "p95_cost_usd": s.p95_cost_usd(),
@@ -239,6 +245,23 @@ pub fn write_plan_table(
     )?;
     writeln!(out, "cheapest eligible routing: {}", s.cheapest_cost)?;
     writeln!(out, "{}", unsure_line(cfg, s))?;
+    if s.batch.records > 0 {
+        writeln!(
+            out,
+            "via {}: {} records go through batch APIs at batch prices: {} (as realtime calls {}, {} more); answered within 24 h",
+            cfg.run.via,
+            group_thousands(s.batch.records),
+            s.batch.cost,
+            s.batch_at_realtime,
+            s.batch_at_realtime.saturating_sub(s.batch.cost)
+        )?;
+    } else if cfg.run.via != crate::config::Via::Realtime {
+        writeln!(
+            out,
+            "via {}: no routed model's provider has a batch API (`batch = true`); every request is realtime",
+            cfg.run.via
+        )?;
+    }
     if s.cache.records > 0 || !s.cache.premium.is_zero() {
         writeln!(
             out,

@@ -15,7 +15,16 @@ use crate::output::report::total_row;
 use crate::run::{RunSettings, RunSummary};
 
 pub fn run(args: RunArgs) -> Result<Exit> {
-    let (cfg, input) = super::load(&args.routing, args.baseline.clone())?;
+    let (mut cfg, input) = super::load(&args.routing, args.baseline.clone())?;
+    cfg.run.via = args.via.unwrap_or(cfg.run.via);
+    if args.cancel {
+        let dir = args
+            .out
+            .as_deref()
+            .expect("clap requires --out with --cancel");
+        crate::run::cancel(&cfg, dir)?;
+        return Ok(Exit::Ok);
+    }
     let settings = RunSettings {
         input,
         budget: args.budget,
@@ -159,6 +168,12 @@ pub fn run_summary(s: &RunSummary, budget: Option<Usd>, resume_hint: Option<Stri
             "interrupted: {} records done, {left} not yet{abandoned}",
             group_thousands(s.rows)
         );
+        if s.in_batches > 0 {
+            eprintln!(
+                "{} records wait in batches already submitted; they keep running at the provider, and --resume reads their results (--cancel cancels them)",
+                group_thousands(s.in_batches)
+            );
+        }
         if let Some(hint) = resume_hint {
             eprintln!("continue with: {hint}");
         }

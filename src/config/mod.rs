@@ -40,6 +40,35 @@ pub struct Provider {
     /// share a prefix reach the same cache.
     #[serde(default)]
     pub prompt_cache_key: bool,
+    /// The provider has a batch API (OpenAI Batch, Anthropic Message Batches) that
+    /// `run --via batch|auto` may use.
+    #[serde(default)]
+    pub batch: bool,
+    /// What one batch may hold: requests, bytes of its input, and prompt tokens
+    /// enqueued at once for one model (the provider's enqueued-token limit, which
+    /// also bounds the batches in progress together). Unset: the provider's
+    /// documented limits (OpenAI 50,000 requests / 200 MB, Anthropic 100,000 /
+    /// 256 MB) and no token limit.
+    #[serde(default)]
+    pub batch_max_requests: Option<usize>,
+    #[serde(default)]
+    pub batch_max_bytes: Option<usize>,
+    #[serde(default)]
+    pub batch_max_tokens: Option<u64>,
+}
+
+impl Provider {
+    /// Requests and bytes one batch may hold.
+    pub fn batch_limits(&self) -> (usize, usize) {
+        let (requests, bytes) = match self.kind {
+            ProviderKind::Openai => (50_000, 200 << 20),
+            ProviderKind::Anthropic => (100_000, 256 << 20),
+        };
+        (
+            self.batch_max_requests.unwrap_or(requests).max(1),
+            self.batch_max_bytes.unwrap_or(bytes).max(1),
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -108,6 +137,20 @@ pub struct Model {
 }
 
 impl Model {
+    /// This model as its provider's batch API bills it: batch input and output
+    /// prices, and cache reads and writes discounted as input is (the discounts
+    /// stack; a batch's cached tokens are not charged at the full batch rate).
+    pub fn at_batch_prices(&self) -> Model {
+        let scale = |p: PerMtok| p.scaled(self.batch_input_price, self.input_price);
+        Model {
+            input_price: self.batch_input_price,
+            output_price: self.batch_output_price,
+            cache_read_price: self.cache_read_price.map(scale),
+            cache_write_price: self.cache_write_price.map(scale),
+            ..self.clone()
+        }
+    }
+
     /// What `input` prompt tokens and `output` completion tokens cost on this model:
     /// each count times its price, never a sum of per-token prices.
     pub fn cost(&self, input: u64, output: u64) -> Usd {
@@ -218,7 +261,38 @@ pub struct RunConfig {
     /// Records in a row that failed the same lasting way before the run stops
     /// starting more (0: never).
     pub stop_after_same_failures: u32,
+    /// `--via`: realtime calls, the providers' batch APIs, or batch where available.
+    pub via: Via,
+    /// A batch's first status check waits this long; later ones back off (doubling)
+    /// up to `batch_poll_max_ms`.
+    pub batch_poll_ms: u64,
+    pub batch_poll_max_ms: u64,
+    /// A model's batch is submitted once no record joined it for this long (or it is
+    /// full).
+    pub batch_linger_ms: u64,
+    /// Records waiting on batches at once (each holds its request in memory).
+    pub batch_max_pending: usize,
+    /// Where expired, cancelled and retryable failed batch lines go: realtime calls
+    /// or a new batch.
+    pub batch_retry: BatchRetry,
 }
+
+word_enum!(
+    /// How `run` sends requests (`--via`, `[run] via`).
+    Via {
+        Realtime = "realtime",
+        Batch = "batch",
+        Auto = "auto",
+    }
+);
+
+word_enum!(
+    /// Where a batch line that did not get an answer goes next (`[run] batch_retry`).
+    BatchRetry {
+        Realtime = "realtime",
+        Batch = "batch",
+    }
+);
 
 /// `[checks]`: which escalation checks run on every answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -268,6 +342,8 @@ pub struct Config {
     pub checks: ChecksConfig,
     pub providers: BTreeMap<String, Provider>,
     pub models: Vec<Model>,
+    /// Each model as its provider's batch API bills it ([`Model::at_batch_prices`]).
+    pub batch_priced: Vec<Model>,
     /// `routes[task][tier]`: candidate models in order of preference.
     routes: BTreeMap<(Task, Tier), Vec<ModelId>>,
     /// Warnings found while loading (unknown keys), for the caller to print.
@@ -337,6 +413,7 @@ impl Config {
             })?),
         };
         Ok(Config {
+            batch_priced: models.iter().map(Model::at_batch_prices).collect(),
             llm_classifier,
             llm_model: index(&llm.model),
             tier: over.tier.unwrap_or(raw.defaults.tier),
@@ -371,6 +448,20 @@ impl Config {
 
     pub fn model_id(&self, name: &str) -> Option<ModelId> {
         self.models.iter().position(|m| m.name == name)
+    }
+
+    /// Whether requests to `model` go through its provider's batch API: `--via
+    /// batch|auto` and a provider with `batch = true`.
+    pub fn via_batch(&self, model: ModelId) -> bool {
+        self.run.via != Via::Realtime && self.provider_of(model).batch
+    }
+
+    /// `model` at its batch prices (`batch`) or its list prices.
+    pub fn priced(&self, model: ModelId, batch: bool) -> &Model {
+        match batch {
+            true => &self.batch_priced[model],
+            false => &self.models[model],
+        }
     }
 
     pub fn provider_of(&self, model: ModelId) -> &Provider {

@@ -83,6 +83,10 @@ pub struct PlanSummary {
     pub cost_variance: f64,
     /// What prompt caching is expected to change in the total.
     pub cache: CacheEstimate,
+    /// `--via batch|auto`: the records whose model goes through a batch API, at
+    /// batch prices (part of `total`), and what they would cost as realtime calls.
+    pub batch: Line,
+    pub batch_at_realtime: Usd,
     /// Cacheable system prompts met so far, by model and hash (a cache is the
     /// model's): how many records sent each.
     prefixes: HashMap<(ModelId, u64), u32>,
@@ -174,11 +178,18 @@ impl PlanSummary {
                 );
                 self.total
                     .add(c.input_tokens, c.output_tokens, c.cost, *baseline_cost);
-                let per_token = cfg.models[c.model].output_price.usd_per_mtok() / 1e6;
+                if c.batch {
+                    self.batch
+                        .add(c.input_tokens, c.output_tokens, c.cost, *baseline_cost);
+                    self.batch_at_realtime +=
+                        cfg.models[c.model].cost(c.input_tokens, c.output_tokens);
+                }
+                let priced = cfg.priced(c.model, c.batch);
+                let per_token = priced.output_price.usd_per_mtok() / 1e6;
                 self.cost_variance += c.output_variance as f64 * per_token * per_token;
                 self.cheapest_cost += route.cheapest().cost;
                 if let Some((hash, tokens)) = cacheable {
-                    self.cached_prefix(cfg, c.model, *hash, *tokens);
+                    self.cached_prefix(cfg, c.model, c.batch, *hash, *tokens);
                 }
                 None
             }
@@ -186,10 +197,11 @@ impl PlanSummary {
     }
 
     /// A routed record whose system prompt (`tokens` long) is cacheable on `model`.
-    fn cached_prefix(&mut self, cfg: &Config, model: ModelId, hash: u64, tokens: u64) {
+    /// At batch prices when it goes through a batch (the discounts stack).
+    fn cached_prefix(&mut self, cfg: &Config, model: ModelId, batch: bool, hash: u64, tokens: u64) {
         let seen = self.prefixes.entry((model, hash)).or_insert(0);
         *seen += 1;
-        let m = &cfg.models[model];
+        let m = cfg.priced(model, batch);
         let input = m.input_price.cost(tokens);
         match cache_use(m, *seen) {
             CacheUse::Miss => {}

@@ -35,6 +35,11 @@ pub fn fingerprint(cfg: &Config, input: &Input, simulate: bool) -> Result<Finger
         "configured APIs"
     };
     fp.insert("provider".into(), provider.into());
+    // A run that submitted batches must be resumed the same way, or its records
+    // would be sent again realtime (realtime runs keep their old fingerprint).
+    if cfg.run.via != crate::config::Via::Realtime && !simulate {
+        fp.insert("via".into(), cfg.run.via.to_string());
+    }
     for (name, text) in cfg.decision_parts() {
         let hash = xxhash_rust::xxh3::xxh3_128(text.as_bytes());
         fp.insert(name.into(), format!("{hash:032x}"));

@@ -11,6 +11,13 @@
 //!   not); `key` hashes the record's bytes; `"again": true` on a record that failed
 //!   for a lasting reason (a refused key, an unknown model, a host that cannot be
 //!   reached), which a resume sends again once the cause is fixed;
+//! - `{"batch": {"seq": N, ...}}` for a batch submission (`run --via batch`), written
+//!   and synced before the step it records is taken further: first the record
+//!   positions it holds (`positions`, `model`, `provider`, `at`), then the uploaded
+//!   input `file`, then the provider's batch `id`; `dropped` when it was never
+//!   submitted (split after a 413, or abandoned before creation). A resume re-attaches
+//!   to every submission that still has records without a row, so no record is
+//!   submitted twice. A call answered by a batch carries `"batch": [seq, pos]`;
 //! - `{"fingerprint": {...}, "renumbered": true}` when a `--force`d resume accepted a
 //!   changed input: positions before it belong to the old input. Finished records of
 //!   the old input are matched to the new one by `key` (the same bytes), re-journaled
@@ -43,7 +50,7 @@ use crate::output::report::Call;
 use crate::output::{ResultRow, Status};
 pub use fingerprint::{fingerprint, Fingerprint};
 use restore::{check_fingerprint, read};
-pub use restore::{Carried, PositionSet, Restored};
+pub use restore::{Carried, PositionSet, Restored, Submission};
 pub use results::{write_results, Written};
 
 pub const FILE: &str = "journal.jsonl";
@@ -95,6 +102,35 @@ pub(super) struct Line {
     renumbered: bool,
     #[serde(default)]
     again: bool,
+    #[serde(default)]
+    batch: Option<BatchLine>,
+}
+
+/// One step of a batch submission (see the module docs); fields not known at that
+/// step are left out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BatchLine {
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<Vec<u64>>,
+    /// Unix seconds when the submission was planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dropped: bool,
+}
+
+#[derive(Serialize)]
+struct BatchJournalLine<'a> {
+    batch: &'a BatchLine,
 }
 
 #[derive(Serialize)]
@@ -125,6 +161,16 @@ pub struct Journal {
     sync_every: Duration,
     last_sync: Instant,
     unsynced: bool,
+}
+
+/// The batch submissions of the run journaled in `dir` that still hold records
+/// without a row (`run --cancel`).
+pub fn pending_batches(dir: &Path) -> Result<Vec<Submission>> {
+    let path = dir.join(FILE);
+    if !path.exists() {
+        bail!("--out {} holds no run journal ({FILE})", dir.display());
+    }
+    Ok(read(&path, false)?.0.batches)
 }
 
 /// Does `dir` hold a run (a journal or results)?
@@ -251,6 +297,13 @@ impl Journal {
         self.append(&CallLine { call })
     }
 
+    /// A step of a batch submission, on disk (synced) before this returns: the step
+    /// it records may now be taken.
+    pub fn batch(&mut self, line: &BatchLine) -> Result<()> {
+        self.append(&BatchJournalLine { batch: line })?;
+        self.sync()
+    }
+
     /// Buffers one line; [`Journal::flush`] writes it.
     fn append(&mut self, value: &impl Serialize) -> Result<()> {
         serde_json::to_writer(&mut self.pending, value)?;
@@ -322,6 +375,7 @@ mod tests {
             baseline_cost: Usd::from_pico(pico * 10),
             latency_ms: 3,
             overrun: Usd::ZERO,
+            batch: None,
         }
     }
 

@@ -29,6 +29,25 @@ pub struct Restored {
     pub records: u64,
     /// A torn last line was dropped.
     pub torn_tail: bool,
+    /// Batch submissions that still hold records without a row, in order.
+    pub batches: Vec<Submission>,
+    /// The next batch submission number.
+    pub next_batch: u64,
+    /// Batch lines already billed (journaled calls): `(seq, position)`.
+    pub billed_lines: std::collections::HashSet<(u64, u64)>,
+}
+
+/// A batch submission journaled by an earlier run, folded from its steps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Submission {
+    pub seq: u64,
+    pub model: String,
+    pub provider: String,
+    /// Every record position it holds (some may have a row by now).
+    pub positions: Vec<u64>,
+    pub at: u64,
+    pub file: Option<String>,
+    pub id: Option<String>,
 }
 
 /// Finished rows by the key of their record's bytes: where each row line is in the
@@ -98,6 +117,7 @@ pub(super) fn read(path: &Path, by_content: bool) -> Result<(Restored, u64, Fing
     // By position since the last renumbering: the latest row line's (key, offset,
     // length), or `None` for a skipped record.
     let mut latest: HashMap<u64, Option<(u64, u64, u32)>> = HashMap::new();
+    let mut batches: std::collections::BTreeMap<u64, Option<Submission>> = Default::default();
     scan(path, |n, offset, bytes, last| {
         let line: Line = match serde_json::from_slice(bytes) {
             Ok(l) if bytes.ends_with(b"\n") => l,
@@ -129,8 +149,47 @@ pub(super) fn read(path: &Path, by_content: bool) -> Result<(Restored, u64, Fing
                 finished = PositionSet::default();
                 restored.done = PositionSet::default();
                 latest.clear();
+                // Batches hold positions of the old input: not re-attached.
+                for b in batches.values_mut() {
+                    *b = None;
+                }
+            }
+        } else if let Some(b) = line.batch {
+            restored.next_batch = restored.next_batch.max(b.seq + 1);
+            let entry = batches.entry(b.seq).or_insert_with(|| {
+                Some(Submission {
+                    seq: b.seq,
+                    ..Default::default()
+                })
+            });
+            if let Some(sub) = entry {
+                if b.dropped {
+                    *entry = None;
+                } else {
+                    if let Some(m) = b.model {
+                        sub.model = m;
+                    }
+                    if let Some(p) = b.provider {
+                        sub.provider = p;
+                    }
+                    if let Some(p) = b.positions {
+                        sub.positions = p;
+                    }
+                    if let Some(at) = b.at {
+                        sub.at = at;
+                    }
+                    if b.file.is_some() {
+                        sub.file = b.file;
+                    }
+                    if b.id.is_some() {
+                        sub.id = b.id;
+                    }
+                }
             }
         } else if let Some(call) = line.call {
+            if let Some([seq, pos]) = call.batch {
+                restored.billed_lines.insert((seq, pos));
+            }
             restored.spent += call.cost;
             restored.tally.add(&call);
         } else if let Some(pos) = line.pos {
@@ -169,6 +228,13 @@ pub(super) fn read(path: &Path, by_content: bool) -> Result<(Restored, u64, Fing
         );
     };
     restored.records = finished.count();
+    restored.batches = batches
+        .into_values()
+        .flatten()
+        .filter(|b| {
+            !b.positions.is_empty() && b.positions.iter().any(|p| !restored.done.contains(*p))
+        })
+        .collect();
     Ok((restored, valid_len, fingerprint))
 }
 

@@ -47,6 +47,9 @@ pub struct ResultRow {
     /// Of `input_tokens`, those the providers served from their prompt cache.
     #[serde(default)]
     pub cached_input_tokens: u64,
+    /// How the final answer was sent: `realtime` or `batch` (`None`: no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<crate::config::Via>,
     #[serde(serialize_with = "usd_number", deserialize_with = "usd_from_number")]
     pub cost_usd: Usd,
     pub latency_ms: Option<u64>,
@@ -75,6 +78,7 @@ impl ResultRow {
             input_tokens: 0,
             output_tokens: 0,
             cached_input_tokens: 0,
+            via: None,
             cost_usd: Usd::ZERO,
             latency_ms: None,
             error: None,

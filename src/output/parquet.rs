@@ -99,6 +99,7 @@ fn schema() -> SchemaRef {
         i("input_tokens"),
         i("output_tokens"),
         i("cached_input_tokens"),
+        s("via"),
         Field::new("cost_usd", DataType::Float64, false),
         i("latency_ms"),
         s("error"),
@@ -166,6 +167,7 @@ impl ParquetResults {
             int(|r| Some(r.input_tokens as i64)),
             int(|r| Some(r.output_tokens as i64)),
             int(|r| Some(r.cached_input_tokens as i64)),
+            text(|r| r.via.map(|v| v.as_str())),
             Arc::new(Float64Array::from_iter_values(
                 rows.iter().map(|r| r.cost_usd.as_f64()),
             )),

@@ -162,6 +162,10 @@ pub struct Call {
         skip_serializing_if = "Usd::is_zero"
     )]
     pub overrun: Usd,
+    /// A batch line's answer: `[submission, record position]`, so a resume that
+    /// reads the batch's results again does not bill it twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<[u64; 2]>,
 }
 
 #[derive(Default)]

@@ -16,15 +16,15 @@ use crate::record::Job;
 use crate::route::{cacheable_system, system_hash};
 
 pub struct HttpProvider {
-    name: String,
-    kind: ProviderKind,
+    pub(super) name: String,
+    pub(super) kind: ProviderKind,
     /// Where and how requests go, or why this provider cannot take any (its key
     /// variable unset, a URL it may not be sent to): every request then fails with
     /// that reason, and the run's start has said so.
-    target: Result<Target, String>,
+    pub(super) target: Result<Target, String>,
     /// The whole request, connect to last byte.
     timeout: Duration,
-    client: reqwest::Client,
+    pub(super) client: reqwest::Client,
     prompt_cache_key: bool,
     /// The system prompts sent so far, by API model and hash, with the record that
     /// first sent each: one another record sends again is a shared prefix worth
@@ -32,12 +32,14 @@ pub struct HttpProvider {
     systems: Mutex<HashMap<(String, u64), String>>,
 }
 
-struct Target {
+pub(super) struct Target {
     /// Parsed once: a request clones it instead of parsing a string.
     endpoint: reqwest::Url,
+    /// `base_url` without its trailing slash: the batch APIs' paths hang off it.
+    pub(super) base: String,
     /// The key's header, built once and marked sensitive. Never printed: this type
     /// has no Debug, and errors name the variable, not the key.
-    auth: Option<(&'static str, reqwest::header::HeaderValue)>,
+    pub(super) auth: Option<(&'static str, reqwest::header::HeaderValue)>,
     /// The key itself, only to scrub it from what a provider sends back (an error
     /// body or an answer that echoes it) before that text goes anywhere.
     key: Option<String>,
@@ -91,6 +93,7 @@ fn target(name: &str, p: &Provider) -> Result<Target, String> {
         // A server that takes no key (a local one).
         return Ok(Target {
             endpoint,
+            base: base.into(),
             auth: None,
             key: None,
         });
@@ -110,6 +113,7 @@ fn target(name: &str, p: &Provider) -> Result<Target, String> {
     value.set_sensitive(true);
     Ok(Target {
         endpoint,
+        base: base.into(),
         auth: Some((header, value)),
         key: Some(key),
     })
@@ -146,7 +150,7 @@ impl HttpProvider {
     /// another record sent it before (so it is shared), it is cacheable on the model
     /// ([`cacheable_system`]: cache prices, at least `cache_min_tokens`), and the
     /// model has a cache write price (so the write is charged as billed).
-    fn cache_request(&self, job: &Job, model: &Model) -> (Option<String>, bool) {
+    pub(super) fn cache_request(&self, job: &Job, model: &Model) -> (Option<String>, bool) {
         match self.kind {
             ProviderKind::Openai => {
                 let key = match self.prompt_cache_key {
@@ -248,7 +252,7 @@ impl HttpProvider {
 impl Target {
     /// `text` with every copy of the key replaced, so an upstream that echoes it
     /// (in an error body, or an answer) cannot put it in results, logs or errors.
-    fn scrub(&self, text: String) -> String {
+    pub(super) fn scrub(&self, text: String) -> String {
         match &self.key {
             Some(k) if text.contains(k.as_str()) => text.replace(k.as_str(), "[redacted key]"),
             _ => text,
@@ -258,7 +262,7 @@ impl Target {
 
 /// Maps a reqwest error to the policy's failure. The message names the provider and
 /// the kind of error, never the request (whose headers hold the key).
-fn transport(name: &str, e: &reqwest::Error) -> (Failure, String) {
+pub(super) fn transport(name: &str, e: &reqwest::Error) -> (Failure, String) {
     let (f, what) = if e.is_timeout() {
         (Failure::Timeout, "timed out")
     } else if e.is_connect() {
@@ -289,6 +293,10 @@ mod tests {
             allowed_tags: vec![],
             allow_insecure: insecure,
             prompt_cache_key: false,
+            batch: false,
+            batch_max_requests: None,
+            batch_max_bytes: None,
+            batch_max_tokens: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! task calls: one or the other, never a silent mix. [`Failure`] is how a request
 //! failed, for `run`'s retry policy to decide on.
 
+pub mod batch;
 pub mod http;
 pub mod simulated;
 pub mod wire;
@@ -74,6 +75,21 @@ impl Backend {
             providers,
             of_model,
         })
+    }
+
+    /// The provider that serves `model` through its batch API, when the run may use
+    /// one (`batch = true`; never for the simulator).
+    pub fn batch_provider(&self, cfg: &Config, model: usize) -> Option<&http::HttpProvider> {
+        match self {
+            Backend::Simulated(_) => None,
+            Backend::Http {
+                providers,
+                of_model,
+            } => cfg
+                .provider_of(model)
+                .batch
+                .then(|| &providers[of_model[model]]),
+        }
     }
 
     /// One attempt at one model. `attempt` is 1-based (the simulator's faults use it).

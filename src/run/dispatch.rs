@@ -80,7 +80,12 @@ struct Dispatcher<'a> {
     carried: Carried,
     queue: std::vec::IntoIter<Record>,
     seen: u64,
+    /// Records running as calls (at most `concurrency`)…
     in_flight: usize,
+    /// …and records waiting on batches (at most `[run] batch_max_pending`).
+    in_batch: usize,
+    /// Batch records that stopped waiting on Ctrl-C (their batches run on).
+    left_in_batches: u64,
     input_ended: bool,
     stopping: bool,
     draining: bool,
@@ -136,9 +141,23 @@ impl Dispatcher<'_> {
         Ok(())
     }
 
+    /// Whether the next queued record may start: a batch record while fewer than
+    /// `[run] batch_max_pending` wait on batches, any other while fewer than
+    /// `concurrency` run.
+    fn room(&self, concurrency: usize) -> bool {
+        let next_is_batch = self.queue.as_slice().first().is_some_and(|(e, problem)| {
+            problem.is_none()
+                && matches!(&e.outcome, Outcome::Routed { route, .. } if self.ctx.batch_bound(route))
+        });
+        match next_is_batch {
+            true => self.in_batch < self.ctx.cfg.run.batch_max_pending.max(1),
+            false => self.in_flight < concurrency,
+        }
+    }
+
     /// Starts records while there is room: the queued ones first.
     fn start_ready(&mut self, concurrency: usize) -> Result<()> {
-        while !self.draining && self.halted.is_none() && self.in_flight < concurrency {
+        while !self.draining && self.halted.is_none() && self.room(concurrency) {
             if let Output::Stdout(_, Some(order)) = &self.output {
                 if order.len() >= self.window {
                     return Ok(());
@@ -168,8 +187,11 @@ impl Dispatcher<'_> {
             if let Output::Stdout(_, Some(order)) = &mut self.output {
                 order.start(at.0);
             }
+            let batch =
+                matches!(&e.outcome, Outcome::Routed { route, .. } if self.ctx.batch_bound(route));
             match start(self.ctx, e, problem, self.stopping) {
                 Some(row) => self.emit(at, &row, false)?,
+                None if batch => self.in_batch += 1,
                 None => self.in_flight += 1,
             }
         }
@@ -193,10 +215,34 @@ impl Dispatcher<'_> {
                 }
                 self.stopping = true;
             }
-            ToOwner::Done(pos, key, row, lasting) => {
-                self.in_flight -= 1;
+            ToOwner::Done {
+                pos,
+                key,
+                row,
+                lasting,
+                batch,
+            } => {
+                match batch {
+                    true => self.in_batch -= 1,
+                    false => self.in_flight -= 1,
+                }
                 self.emit((pos, key), &row, lasting.is_some())?;
                 self.count_failure(&row, lasting);
+            }
+            ToOwner::Left => {
+                self.in_batch -= 1;
+                self.left_in_batches += 1;
+            }
+            ToOwner::Batch(line, done) => {
+                let written = match &mut self.output {
+                    Output::Journal(j) => j.batch(&line).map(|_| true)?,
+                    Output::Stdout(..) => false,
+                };
+                let _ = done.send(written);
+            }
+            ToOwner::Note(text) => {
+                tracing::info!("{text}");
+                self.progress.println(&text);
             }
         }
         Ok(())
@@ -238,15 +284,17 @@ impl Dispatcher<'_> {
             self.start_ready(concurrency)?;
             let stopped = self.draining || self.halted.is_some();
             let starting_done = stopped || (self.input_ended && self.queue.len() == 0);
-            if starting_done && self.in_flight == 0 {
+            if starting_done && self.in_flight == 0 && self.in_batch == 0 {
                 return Ok(if stopped {
                     Ended::Drained
                 } else {
                     Ended::Finished
                 });
             }
-            let wants_input =
-                !starting_done && self.queue.len() == 0 && self.in_flight < concurrency;
+            let wants_input = !starting_done
+                && self.queue.len() == 0
+                && (self.in_flight < concurrency
+                    || self.in_batch < self.ctx.cfg.run.batch_max_pending.max(1));
             tokio::select! {
                 // Interrupts first: a stream of task reports never holds up an abort.
                 biased;
@@ -261,6 +309,10 @@ impl Dispatcher<'_> {
                         ));
                         self.draining = true;
                         drain_until = Some(tokio::time::Instant::now() + drain);
+                        if let Some(b) = self.ctx.batcher.get() {
+                            // Batch records stop waiting; their batches run on.
+                            b.leave();
+                        }
                     }
                     Interrupt::Drain => {}
                 },
@@ -321,6 +373,8 @@ pub(super) async fn dispatch(
         queue: Vec::new().into_iter(),
         seen: 0,
         in_flight: 0,
+        in_batch: 0,
+        left_in_batches: 0,
         input_ended: false,
         stopping: false,
         draining: false,
@@ -342,7 +396,9 @@ pub(super) async fn dispatch(
         // Count what the input file still holds, for the resume hint (not stdin: a
         // live pipe may never end). A second interrupt cuts the count short.
         let not_done = |(e, _): &Record| !done.contains(e.position.number());
-        let mut left = d.in_flight as u64 + d.queue.by_ref().filter(not_done).count() as u64;
+        let mut left = (d.in_flight + d.in_batch) as u64
+            + d.left_in_batches
+            + d.queue.by_ref().filter(not_done).count() as u64;
         loop {
             tokio::select! {
                 biased;
@@ -382,7 +438,8 @@ pub(super) async fn dispatch(
         not_ok: d.not_ok,
         stopped_on_budget: d.stopping,
         interrupted,
-        abandoned: d.in_flight,
+        abandoned: d.in_flight + d.in_batch,
+        in_batches: d.left_in_batches,
         remaining,
         spent,
         report: d.tally.rows(),

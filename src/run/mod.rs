@@ -8,6 +8,7 @@
 //! Providers are the configured HTTP APIs, or with `--simulate` the in-process
 //! simulator; a run never mixes them.
 
+mod batcher;
 mod breaker;
 mod budget;
 mod checks;
@@ -29,7 +30,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, OnBudget};
+use crate::config::{Config, OnBudget, Via};
 use crate::exit::OutputFailed;
 use crate::input::Input;
 use crate::journal::{self, Journal, Mode, Restored};
@@ -69,6 +70,9 @@ pub struct RunSummary {
     pub interrupted: bool,
     /// Records still in flight when the drain time ran out (they run again on resume).
     pub abandoned: usize,
+    /// Records that stopped waiting on their submitted batches at the interrupt:
+    /// `--resume` re-attaches to those batches.
+    pub in_batches: u64,
     /// After an interrupt: records the input file holds that have no result yet
     /// (`None` for stdin, which is not read to its end).
     pub remaining: Option<u64>,
@@ -103,7 +107,35 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
     if !s.simulate {
         preflight::check(&cfg, &s.input)?;
     }
-    let (output, restored) = open_output(&cfg, &s)?;
+    let batching = !s.simulate && cfg.run.via != Via::Realtime;
+    if batching && s.out.is_none() {
+        bail!(
+            "--via {} needs --out DIR: its journal is what lets a crash or Ctrl-C re-attach to the batches already submitted",
+            cfg.run.via
+        );
+    }
+    if batching && cfg.run.via == Via::Batch {
+        let realtime: Vec<&str> = cfg
+            .routed_models()
+            .into_iter()
+            .filter(|m| !cfg.provider_of(*m).batch)
+            .map(|m| cfg.models[m].provider.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !realtime.is_empty() {
+            crate::note!(
+                "--via batch: provider{} {} {} no batch API (`batch = true`): records routed there run realtime",
+                if realtime.len() == 1 { "" } else { "s" },
+                realtime.join(", "),
+                if realtime.len() == 1 { "has" } else { "have" }
+            );
+        }
+    }
+    let (output, mut restored) = open_output(&cfg, &s)?;
+    if s.simulate && cfg.run.via != Via::Realtime {
+        crate::note!("--simulate answers every request in-process: --via {} is priced as realtime in this rehearsal (plan --via prices batch)", cfg.run.via);
+    }
     tracing::info!(
         input = %s.input.label(),
         concurrency = s.concurrency,
@@ -142,7 +174,15 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
         settings: Arc::new(s),
         shared,
         tx,
+        batcher: std::sync::OnceLock::new(),
     });
+    if batching {
+        let _entered = rt.enter();
+        let batches = std::mem::take(&mut restored.batches);
+        let billed = std::mem::take(&mut restored.billed_lines);
+        let b = batcher::Batcher::start(&ctx, batches, restored.next_batch, billed);
+        let _ = ctx.batcher.set(b);
+    }
     // The dispatcher runs as a task among the record tasks (not on this thread), so
     // their messages to it rarely need a thread woken.
     let task = rt.spawn(dispatch(ctx.clone(), output, restored, from_tasks));
@@ -168,6 +208,60 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
         "run ends"
     );
     Ok(summary)
+}
+
+/// `run --out DIR --cancel`: asks the providers to cancel every batch the run in
+/// `dir` submitted that still holds records without a row. Nothing is journaled:
+/// a later `--resume` reads what the cancelled batches answered (billed, and kept)
+/// and runs the rest.
+pub fn cancel(cfg: &Config, dir: &std::path::Path) -> Result<()> {
+    let pending = journal::pending_batches(dir)?;
+    if pending.is_empty() {
+        crate::note!("{}: no batch is waiting; nothing to cancel", dir.display());
+        return Ok(());
+    }
+    let backend = Backend::http(cfg)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let mut failed = 0;
+    for sub in pending {
+        let records = group_thousands(sub.positions.len() as u64);
+        let (Some(id), Some(model)) = (&sub.id, cfg.model_id(&sub.model)) else {
+            crate::note!(
+                "batch {} ({records} records): never submitted; nothing to cancel",
+                sub.seq
+            );
+            continue;
+        };
+        let Some(p) = backend.batch_provider(cfg, model) else {
+            crate::note!(
+                "batch {} ({id}): provider {} has no batch API in this config",
+                sub.seq,
+                sub.provider
+            );
+            failed += 1;
+            continue;
+        };
+        match rt.block_on(p.cancel(id)) {
+            Ok(s) => crate::note!(
+                "batch {} ({id}, {records} records, {}): {}",
+                sub.seq,
+                sub.model,
+                s.state
+            ),
+            Err((_, msg)) => {
+                crate::note!("batch {} ({id}): cannot cancel: {msg}", sub.seq);
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} batches could not be cancelled");
+    }
+    crate::note!("continue with --resume: it keeps what the batches answered and runs the rest");
+    Ok(())
 }
 
 /// Stdout, or the journal in `--out` (opened per `--resume`/`--overwrite`, its

@@ -6,33 +6,56 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use std::sync::OnceLock;
 
+use tokio::sync::{mpsc, oneshot};
+
+use super::batcher::Batcher;
 use super::checks::check;
 use super::gate::{Cause, Grant, Health, Held, Shared};
 use super::policy::{decide, is_lasting, Action, RetryPolicy};
 use super::walk::{Event, Next, Step, Walk};
 use super::RunSettings;
 use crate::classify::{llm, ClassifiedBy, Decision};
-use crate::config::{Config, Model, ModelId};
+use crate::config::{BatchRetry, Config, Model, ModelId, Via};
+use crate::journal::BatchLine;
 use crate::money::Usd;
 use crate::output::report::Call;
 use crate::output::{ResultRow, Status};
+use crate::provider::batch::LineResult;
 use crate::provider::wire::Answer;
 use crate::provider::Failure;
 use crate::record::{Job, Task};
 use crate::route::{classifier_question, Candidate, Route};
 use crate::tokens::PromptTokens;
 
-/// What record tasks tell the dispatcher.
+/// What record tasks (and the batcher) tell the dispatcher.
 pub(super) enum ToOwner {
     /// An answered call (already settled in the gate), with the spend after it.
     Call(Call, Usd),
     StopOnBudget,
     /// A finished record: its position, its key, its row, and — when it failed on
-    /// every model for a lasting reason — that reason.
-    Done(u64, u64, Box<ResultRow>, Option<Arc<str>>),
+    /// every model for a lasting reason — that reason; `batch` when it was started
+    /// as a batch record.
+    Done {
+        pos: u64,
+        key: u64,
+        row: Box<ResultRow>,
+        lasting: Option<Arc<str>>,
+        batch: bool,
+    },
+    /// A batch record stopped waiting (Ctrl-C): no row; its batch keeps running and
+    /// `--resume` picks it up.
+    Left,
+    /// A batch submission step to journal (synced) before it goes further; the
+    /// answer says whether it is on disk.
+    Batch(BatchLine, oneshot::Sender<bool>),
+    /// A line for the operator (batch progress).
+    Note(String),
 }
+
+/// A batch record that stopped waiting for its batch (see [`ToOwner::Left`]).
+pub(super) struct Left;
 
 /// What the dispatcher and every record task share for the run.
 pub(super) struct Context {
@@ -42,6 +65,24 @@ pub(super) struct Context {
     pub policy: RetryPolicy,
     pub concurrency: usize,
     pub tx: mpsc::UnboundedSender<ToOwner>,
+    /// `--via batch|auto`: where batch records wait for their batches (set once the
+    /// context exists, since the batcher's tasks hold it).
+    pub batcher: OnceLock<Batcher>,
+}
+
+impl Context {
+    /// Whether a record routed this way waits on a batch (its first model goes
+    /// through its provider's batch API).
+    pub fn batch_bound(&self, route: &Route) -> bool {
+        let c = route.chosen();
+        c.batch
+            && self.batcher.get().is_some()
+            && self
+                .shared
+                .backend
+                .batch_provider(&self.cfg, c.model)
+                .is_some()
+    }
 }
 
 /// A row for a record about to run (or that cannot): its id, decision and metadata.
@@ -71,12 +112,21 @@ pub(super) fn spawn(
         key,
         row: Some(row),
         lasting: None,
+        batch: ctx.batch_bound(&route),
         tx: ctx.tx.clone(),
     };
     tokio::spawn(async move {
         let row = finish.row.as_mut().expect("taken only when finishing");
-        finish.lasting = execute(&ctx, job, decision, route, row).await;
-        finish.send();
+        match execute(&ctx, pos, job, decision, route, row).await {
+            Ok(lasting) => {
+                finish.lasting = lasting;
+                finish.send();
+            }
+            Err(Left) => {
+                finish.row.take();
+                let _ = ctx.tx.send(ToOwner::Left);
+            }
+        }
     });
 }
 
@@ -88,16 +138,20 @@ struct Finish {
     key: u64,
     row: Option<ResultRow>,
     lasting: Option<Arc<str>>,
+    batch: bool,
     tx: mpsc::UnboundedSender<ToOwner>,
 }
 
 impl Finish {
     fn send(&mut self) {
         if let Some(row) = self.row.take() {
-            let lasting = self.lasting.take();
-            let _ = self
-                .tx
-                .send(ToOwner::Done(self.pos, self.key, Box::new(row), lasting));
+            let _ = self.tx.send(ToOwner::Done {
+                pos: self.pos,
+                key: self.key,
+                row: Box::new(row),
+                lasting: self.lasting.take(),
+                batch: self.batch,
+            });
         }
     }
 }
@@ -127,6 +181,7 @@ fn failed_call(ctx: &Context, model: ModelId, name: String, latency_ms: u64) {
         baseline_cost: Usd::ZERO,
         latency_ms,
         overrun: Usd::ZERO,
+        batch: None,
     };
     let spent = ctx.shared.gate().committed();
     let _ = ctx.tx.send(ToOwner::Call(call, spent));
@@ -168,21 +223,30 @@ enum Tried {
 /// record failed on every candidate for a lasting reason (a refused key, say).
 async fn execute(
     ctx: &Context,
+    pos: u64,
     job: Job,
     decision: Decision,
     route: Route,
     row: &mut ResultRow,
-) -> Option<Arc<str>> {
+) -> Result<Option<Arc<str>>, Left> {
     let cfg = &ctx.cfg;
-    let (decision, route) = match llm::wants(&decision, &cfg.classifier) {
+    let (decision, mut route) = match llm::wants(&decision, &cfg.classifier) {
         true => ask_llm(ctx, &job, decision, route, row).await,
         false => (decision, route),
     };
+    // Only the first model goes through a batch (when the run batches it): its
+    // fallbacks and escalations are realtime calls, reserved at list prices.
+    let batch_first = ctx.batch_bound(&route);
+    for (i, c) in route.candidates.iter_mut().enumerate() {
+        if i > 0 || !batch_first {
+            *c = c.realtime(cfg, &job);
+        }
+    }
     let steps = route
         .candidates
         .iter()
         .map(|c| Step {
-            worst_cost: reservation(&cfg.models[c.model], &job, c),
+            worst_cost: reservation(cfg.priced(c.model, c.batch), &job, c),
             context_window: cfg.models[c.model].context_window,
         })
         .collect();
@@ -211,6 +275,10 @@ async fn execute(
     // for a lasting one.
     let mut cause: Option<Cause> = None;
     let mut all_lasting = true;
+    // Lines sent again in a new batch (`batch_retry = "batch"`), and whether the
+    // next batch attempt sends its line anew (not waiting on an earlier run's batch).
+    let mut rebatched = 0u32;
+    let mut fresh_line = false;
     let mut next = walk.first();
     let ending = loop {
         // Kept current, so a row sent by a panicking task still counts its fallbacks.
@@ -221,7 +289,8 @@ async fn execute(
         };
         let c = route.candidates[i];
         let model = &cfg.models[c.model];
-        let held = match ctx.shared.ask(c.model, reservation(model, &job, &c)) {
+        let priced = cfg.priced(c.model, c.batch);
+        let held = match ctx.shared.ask(c.model, reservation(priced, &job, &c)) {
             Grant::Granted(held) => held,
             Grant::BreakerOpen(why) => {
                 tracing::debug!(id = %job.id, model = %model.name, "circuit open: next candidate");
@@ -252,7 +321,38 @@ async fn execute(
             }
         };
         let started = Instant::now();
-        let tried = try_candidate(ctx, &job, decision.task, &c, row, &mut last_error).await;
+        let mut from_batch = None;
+        let tried = match c.batch {
+            false => try_candidate(ctx, &job, decision.task, &c, row, &mut last_error).await,
+            true => match try_batch(ctx, pos, &job, &c, fresh_line, row, &mut last_error).await {
+                Batched::Left => {
+                    held.release(Health::Unknown);
+                    return Err(Left);
+                }
+                // Not answered and not billed: the same model again, realtime (or in
+                // a new batch, `batch_retry = "batch"`, up to `max_retries` times).
+                Batched::Resubmit => {
+                    held.release(Health::Unknown);
+                    fresh_line = true;
+                    continue;
+                }
+                Batched::Again => {
+                    held.release(Health::Unknown);
+                    fresh_line = true;
+                    let rebatch = cfg.run.batch_retry == BatchRetry::Batch
+                        && rebatched < ctx.policy.max_retries;
+                    match rebatch {
+                        true => rebatched += 1,
+                        false => route.candidates[i] = c.realtime(cfg, &job),
+                    }
+                    continue;
+                }
+                Batched::Tried(tried, seq, billed) => {
+                    from_batch = Some((seq, billed));
+                    tried
+                }
+            },
+        };
         let answer = match tried {
             Tried::Answered(answer) => answer,
             Tried::Next(health, why) => {
@@ -299,16 +399,26 @@ async fn execute(
         if crate::log::log_prompts() {
             tracing::debug!(id = %job.id, answer = answer.text.as_str(), "answer");
         }
-        let call = billed_call(
+        let mut call = billed_call(
             cfg,
             c.model,
             model.name.clone(),
             &answer,
             escalate,
             latency_ms,
+            c.batch,
         );
         row.cost_usd += call.cost;
-        settle(ctx, held, call);
+        match from_batch {
+            // An earlier run journaled this very answer: it is in the spend already.
+            Some((_, true)) => held.release(Health::Answered),
+            Some((seq, false)) => {
+                call.batch = Some([seq, pos]);
+                settle(ctx, held, call);
+            }
+            None => settle(ctx, held, call),
+        }
+        row.via = Some(if c.batch { Via::Batch } else { Via::Realtime });
         row.input_tokens += answer.input_tokens;
         row.output_tokens += answer.output_tokens;
         row.cached_input_tokens += answer.cached_input_tokens;
@@ -353,10 +463,91 @@ async fn execute(
         }
         Next::Try(_) => unreachable!("the walk ended"),
     }
-    match (ending, cause) {
+    Ok(match (ending, cause) {
         (Next::Failed, Some(c)) if all_lasting => Some(c.text),
         _ => None,
+    })
+}
+
+/// How a batch attempt ended.
+enum Batched {
+    /// Answered or failed as a call would have: from submission `seq`; `billed` when
+    /// an earlier run already journaled its answer.
+    Tried(Tried, u64, bool),
+    /// Not answered, not billed (expired, cancelled, a retryable error): try again.
+    Again,
+    /// Never submitted (an earlier run was killed before creating its batch): send
+    /// it in a new batch.
+    Resubmit,
+    /// Ctrl-C: the record stops waiting.
+    Left,
+}
+
+/// Sends the record's request in its model's next batch (or waits for the batch an
+/// earlier run submitted it in) and maps the line's result the way a call's would
+/// be: an answer, or a failure the retry policy decides on.
+#[allow(clippy::too_many_arguments)]
+async fn try_batch(
+    ctx: &Context,
+    pos: u64,
+    job: &Job,
+    c: &Candidate,
+    again: bool,
+    row: &mut ResultRow,
+    last_error: &mut String,
+) -> Batched {
+    let cfg = &ctx.cfg;
+    let model = &cfg.models[c.model];
+    let (Some(batcher), Some(provider)) = (
+        ctx.batcher.get(),
+        ctx.shared.backend.batch_provider(cfg, c.model),
+    ) else {
+        return Batched::Again;
+    };
+    let cap = job
+        .max_tokens
+        .map_or(u64::from(model.max_output_tokens), u64::from);
+    let rx = batcher.join(c.model, pos, c.input_tokens, again, |id| {
+        provider.batch_line(job, model, cap, id)
+    });
+    row.attempts += 1;
+    let delivered = tokio::select! {
+        d = rx => d,
+        _ = batcher.left() => return Batched::Left,
+    };
+    let Ok(d) = delivered else {
+        // The batcher dropped the line (the run is stopping).
+        return Batched::Left;
+    };
+    if d.resubmit {
+        row.attempts -= 1;
+        return Batched::Resubmit;
     }
+    let failure = match d.result {
+        LineResult::Answered(a) => return Batched::Tried(Tried::Answered(a), d.seq, d.billed),
+        LineResult::NotRun(why) => {
+            tracing::debug!(id = %job.id, model = %model.name, reason = %why, "batch line not run");
+            *last_error = format!("{}: {why}", model.name);
+            return Batched::Again;
+        }
+        LineResult::Failed(f, msg) => {
+            *last_error = format!("{}: {msg}", model.name);
+            let cause = Cause {
+                text: msg.into(),
+                lasting: is_lasting(&f),
+            };
+            ctx.shared.note_failure(c.model, cause.clone());
+            (f, cause)
+        }
+    };
+    let (failure, cause) = failure;
+    let tried = match decide(&failure, 1, &ctx.policy, 0.0) {
+        Action::Retry(_) => return Batched::Again,
+        Action::NextCandidate => Tried::Next(Health::Failed, cause),
+        Action::NextLargerContext => Tried::TooLong,
+        Action::Fail => Tried::Rejected,
+    };
+    Batched::Tried(tried, d.seq, d.billed)
 }
 
 /// Sends the record to one candidate, retrying as the policy says, until it answers
@@ -504,7 +695,7 @@ async fn ask_llm(
     };
     let latency_ms = started.elapsed().as_millis() as u64;
     let label = llm::report_label(&model.name);
-    let call = billed_call(cfg, c.model, label, &answer, false, latency_ms);
+    let call = billed_call(cfg, c.model, label, &answer, false, latency_ms, false);
     row.cost_usd += call.cost;
     settle(ctx, held, call);
     let Some(asked) = llm::decided(&decision, &answer.text) else {
@@ -525,6 +716,8 @@ async fn ask_llm(
 
 /// An answered call, charged to `model` (reported as `name`) at its prices, with what
 /// the same tokens would have cost on the baseline.
+/// A batch answer is charged at the model's batch prices and reported on its own
+/// line, `NAME (batch)`.
 fn billed_call(
     cfg: &Config,
     model: ModelId,
@@ -532,20 +725,25 @@ fn billed_call(
     answer: &Answer,
     escalated: bool,
     latency_ms: u64,
+    batch: bool,
 ) -> Call {
     let (input, output) = (answer.input_tokens, answer.output_tokens);
     let (read, write) = (answer.cached_input_tokens, answer.cache_write_tokens);
     Call {
-        model: name,
+        model: match batch {
+            true => format!("{name} (batch)"),
+            false => name,
+        },
         provider: cfg.models[model].provider.clone(),
         ok: true,
         escalated,
         input_tokens: input,
         output_tokens: output,
-        cost: cfg.models[model].charge(input, read, write, output),
+        cost: cfg.priced(model, batch).charge(input, read, write, output),
         baseline_cost: cfg.models[cfg.baseline].charge(input, read, write, output),
         latency_ms,
         overrun: Usd::ZERO,
+        batch: None,
     }
 }
 
@@ -566,6 +764,7 @@ mod tests {
             output_variance: 0,
             cost: Usd::ZERO,
             worst_cost: Usd::parse(worst).unwrap(),
+            batch: false,
         };
         let mut job = Job::from_prompt("a", "hi");
         // No system prompt: nothing to cache.

@@ -3,9 +3,12 @@
 
 mod common;
 mod fake;
+#[path = "../support/fake_batch.rs"]
+mod fake_batch;
 #[path = "../support/fake_server.rs"]
 mod fake_server;
 
+mod batch;
 mod cache;
 mod cli;
 mod history;
