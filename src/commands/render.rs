@@ -248,12 +248,11 @@ pub fn write_plan_table(
     if s.batch.records > 0 {
         writeln!(
             out,
-            "via {}: {} records go through batch APIs at batch prices: {} (as realtime calls {}, {} more); answered within 24 h",
+            "via {}: {} records go through batch APIs at batch prices: {} (realtime {}); answers within 24 h",
             cfg.run.via,
             group_thousands(s.batch.records),
             s.batch.cost,
             s.batch_at_realtime,
-            s.batch_at_realtime.saturating_sub(s.batch.cost)
         )?;
     } else if cfg.run.via != crate::config::Via::Realtime {
         writeln!(

@@ -390,3 +390,69 @@ fn plan_via_batch_prices_batch_lines_at_batch_prices() {
     assert_eq!(batch["batch"]["records"], 10);
     assert_eq!(rt["batch"]["records"], 0);
 }
+
+#[test]
+fn a_batch_run_reserves_worst_cases_at_batch_prices_and_never_passes_the_budget() {
+    let server = fake_batch::serve();
+    let s = setup(&server, "openai", 10, "");
+    // A line's worst case on cheap at batch prices is about 1,000 output tokens ×
+    // $1/M: about $0.001. $0.0035 holds three at once; realtime (×2) only one.
+    let o = s.run(&["--budget", "0.0035", "--on-budget", "skip"]);
+    let rows = s.results();
+    assert_eq!(rows.len(), 10, "{}", o.stderr);
+    let ok = rows.iter().filter(|r| r["status"] == "ok").count();
+    let skipped = rows
+        .iter()
+        .filter(|r| r["status"] == "skipped_budget")
+        .count();
+    assert_eq!(ok + skipped, 10);
+    assert_eq!(ok, 3, "{}", o.stderr);
+    let spent: u128 = rows.iter().map(cost_of).sum();
+    assert_eq!(spent, 3 * BATCH_LINE_PICO);
+    assert!(spent <= pico("0.0035"));
+    submitted_once(&server, 3);
+}
+
+#[test]
+fn a_resume_that_reads_a_batch_again_bills_no_answer_twice() {
+    let server = fake_batch::serve();
+    let s = setup(&server, "openai", 6, "");
+    let o = s.run(&[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // As if the process died after journaling the answers' calls but before their
+    // rows: drop every row line, keep the batch and call lines.
+    let path = s.out.join("journal.jsonl");
+    let kept: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("\"row\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        kept.contains("\"batch\":[0,"),
+        "calls carry their batch line"
+    );
+    std::fs::write(&path, kept).unwrap();
+    let o = s.run(&["--resume"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("re-attached to batch_1"), "{}", o.stderr);
+    let rows = s.results();
+    all_ok_once(&rows, 6);
+    submitted_once(&server, 6);
+    assert!(server.state().realtime.is_empty());
+    // The rows cost what the answers cost; the spend counts each answer once.
+    for r in &rows {
+        assert_eq!(cost_of(r), BATCH_LINE_PICO);
+    }
+    let report = s.report();
+    let total = report.iter().find(|r| r["model"] == "total").unwrap();
+    assert_eq!(
+        pico(&format!("{:.12}", total["cost_usd"].as_f64().unwrap())),
+        6 * BATCH_LINE_PICO
+    );
+    assert!(
+        o.stderr.contains(&format!("spent ${:.6}", 6.0 * 60e-6)),
+        "{}",
+        o.stderr
+    );
+}
