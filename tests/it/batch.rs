@@ -456,3 +456,25 @@ fn a_resume_that_reads_a_batch_again_bills_no_answer_twice() {
         o.stderr
     );
 }
+
+#[test]
+fn a_completed_batch_whose_lines_all_failed_has_only_an_error_file_and_its_records_still_run() {
+    let server = fake_batch::serve();
+    server.set(|k| k.fail = (0..4).map(|i| (format!("question {i}"), 503)).collect());
+    let s = setup(&server, "openai", 4, "");
+    let o = s.run(&[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("completed — 0 of 4 answered, 4 failed"),
+        "{}",
+        o.stderr
+    );
+    let rows = s.results();
+    all_ok_once(&rows, 4);
+    for r in &rows {
+        assert_eq!(r["via"], "realtime");
+        assert_eq!(cost_of(r), REALTIME_PICO);
+    }
+    assert_eq!(server.state().realtime.len(), 4);
+    submitted_once(&server, 4);
+}

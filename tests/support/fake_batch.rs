@@ -327,7 +327,8 @@ fn status_json(b: &Batch, knobs: &Knobs, port: u16) -> Value {
         json!({
             "id": b.id, "object": "batch", "status": state, "input_file_id": b.input_file,
             "endpoint": "/v1/chat/completions", "metadata": b.metadata, "created_at": b.created_at,
-            "output_file_id": if ended { Value::String(format!("{}-out", b.id)) } else { Value::Null },
+            // Like OpenAI: no output file when no line succeeded.
+            "output_file_id": if ended && done > 0 { Value::String(format!("{}-out", b.id)) } else { Value::Null },
             "error_file_id": if ended { Value::String(format!("{}-err", b.id)) } else { Value::Null },
             "request_counts": {"total": total, "completed": done, "failed": if ended { failed_lines } else { 0 }},
         })
