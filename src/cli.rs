@@ -44,6 +44,74 @@ pub enum Command {
     Train(TrainArgs),
     /// Print a shell completion script: bash, zsh, fish, powershell or elvish.
     Completions(CompletionsArgs),
+    /// The shared ledger of `run --ledger`: `status` shows spend, leases and limits.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Merge the `--out` directories of a job's shards into one results.parquet and
+    /// cost_report.parquet.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Spend, live reservations (leases) and who holds them, and the rate limits.
+    Status(LedgerStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// The Redis (or Valkey) server: redis://HOST[:PORT][/DB], rediss://…,
+    /// redis+unix:///PATH. Shared by every process that names it.
+    #[arg(long, value_name = "URL", env = "SWITCHYARD_LEDGER")]
+    pub ledger: Option<String>,
+    /// Which budget on the ledger: processes naming the same one share it.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub budget_name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LedgerStatusArgs {
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shards' `--out` directories.
+    #[arg(value_name = "DIR", required = true, num_args = 1..)]
+    pub dirs: Vec<PathBuf>,
+    /// Where to write the merged results.parquet and cost_report.parquet.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// `--shard K/N`: shard K (1-based) of N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub k: u32,
+    pub n: u32,
+}
+
+impl Shard {
+    /// Whether the record with `id` is this shard's: by a stable hash of the id.
+    pub fn holds(&self, id: &str) -> bool {
+        xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % u64::from(self.n) == u64::from(self.k - 1)
+    }
+}
+
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    let bad = || format!("--shard takes K/N with 1 <= K <= N (e.g. 2/4), not '{s}'");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n): (u32, u32) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    if k == 0 || n == 0 || k > n {
+        return Err(bad());
+    }
+    Ok(Shard { k, n })
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +233,12 @@ pub struct RunArgs {
     /// then exit (a later --resume reads what they answered and runs the rest).
     #[arg(long, requires = "out", conflicts_with_all = ["resume", "overwrite"])]
     pub cancel: bool,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
+    /// Run only the records whose id hashes to shard K of N (each shard its own
+    /// --out; `switchyard merge` joins them).
+    #[arg(long, value_name = "K/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod exit;
 pub mod input;
 pub mod journal;
+pub mod ledger;
 pub mod log;
 pub mod money;
 pub mod output;

@@ -3,6 +3,8 @@
 //! error is mapped to one by `main`.
 
 mod classify;
+mod ledger;
+mod merge;
 mod models;
 mod plan;
 mod render;
@@ -23,6 +25,8 @@ pub fn run(command: Command) -> Result<Exit> {
         Command::Classify(a) => classify::classify(a),
         Command::Models(a) => models::models(a),
         Command::Train(a) => train::train(a),
+        Command::Ledger(c) => ledger::ledger(c),
+        Command::Merge(a) => merge::merge(a),
         Command::Completions(a) => {
             // Written whole, so a closed pipe is an error `main` ends quietly on.
             let mut out = std::io::stdout().lock();

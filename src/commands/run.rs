@@ -37,6 +37,14 @@ pub fn run(args: RunArgs) -> Result<Exit> {
         force: args.force,
         overwrite: args.overwrite,
         keep_order: args.keep_order,
+        ledger: match args.ledger.ledger.clone().or_else(|| {
+            let url = cfg.ledger.url.trim();
+            (!url.is_empty()).then(|| url.to_string())
+        }) {
+            Some(url) => Some((url, args.ledger.budget_name.clone())),
+            None => None,
+        },
+        shard: args.shard,
     };
     let summary = match crate::run::run(cfg, settings) {
         Err(err) if is_broken_pipe(&err) => {
@@ -140,7 +148,16 @@ pub fn run_summary(s: &RunSummary, budget: Option<Usd>, resume_hint: Option<Stri
     if s.stopped_on_budget {
         eprintln!("error: the run stopped on --budget; records not sent are marked skipped_budget");
     }
-    if let Some(h) = &s.halted {
+    if let Some(h) = s.halted.as_ref().filter(|h| h.ledger_lost) {
+        let left = s.remaining.map_or("the rest of stdin was".into(), |n| {
+            format!("{} records were", group_thousands(n))
+        });
+        eprintln!("error: stopped: the shared ledger did not answer: {}; {left} not done", h.why);
+        match &resume_hint {
+            Some(hint) => eprintln!("once it answers, continue with: {hint}"),
+            None => eprintln!("once it answers, run the job again"),
+        }
+    } else if let Some(h) = &s.halted {
         let left = s.remaining.map_or("the rest of stdin was".into(), |n| {
             format!("{} records were", group_thousands(n))
         });
@@ -187,8 +204,11 @@ pub fn run_json(s: &RunSummary, budget: Option<Usd>) -> serde_json::Value {
         "records": s.rows, "not_ok": s.not_ok, "spent_usd": usd(s.spent),
         "spent_exact": s.spent.exact(), "budget_usd": budget.map(usd),
         "stopped_on_budget": s.stopped_on_budget, "interrupted": s.interrupted,
-        "stopped_on_failures": s.halted.as_ref().map(|h| json!({
+        "stopped_on_failures": s.halted.as_ref().filter(|h| !h.ledger_lost).map(|h| json!({
             "records": h.records, "reason": &*h.why, "not_started": s.remaining,
+        })),
+        "stopped_on_ledger": s.halted.as_ref().filter(|h| h.ledger_lost).map(|h| json!({
+            "reason": &*h.why, "not_done": s.remaining,
         })),
         "baseline_cost_usd": usd(total.baseline_cost), "savings_pct": total.savings_pct(),
         "overrun_usd": usd(total.overrun), "overrun_calls": total.overrun_calls,

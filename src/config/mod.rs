@@ -277,6 +277,23 @@ pub struct RunConfig {
     pub batch_retry: BatchRetry,
 }
 
+/// `[ledger]`: the shared budget and rate limits of `run --ledger`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct LedgerConfig {
+    /// `--ledger` (env `SWITCHYARD_LEDGER`) overrides; empty: none.
+    #[serde(default)]
+    pub url: String,
+    /// A process's claim on the budget lives this long unless renewed (a killed
+    /// process's claim returns to the budget after it).
+    pub lease_s: u64,
+    /// After the ledger becomes unreachable mid-run, how long to wait for it before
+    /// stopping (resumably).
+    pub reconnect_s: u64,
+    /// A process claims budget in blocks of this share of it (or what one request
+    /// needs, if more).
+    pub block_share: f64,
+}
+
 word_enum!(
     /// How `run` sends requests (`--via`, `[run] via`).
     Via {
@@ -340,6 +357,7 @@ pub struct Config {
     pub simulate: SimulateConfig,
     pub run: RunConfig,
     pub checks: ChecksConfig,
+    pub ledger: LedgerConfig,
     pub providers: BTreeMap<String, Provider>,
     pub models: Vec<Model>,
     /// Each model as its provider's batch API bills it ([`Model::at_batch_prices`]).
@@ -426,6 +444,7 @@ impl Config {
             simulate: raw.simulate,
             run: raw.run,
             checks: raw.checks,
+            ledger: raw.ledger,
             providers: raw.providers,
             models,
             routes,

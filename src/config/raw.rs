@@ -13,7 +13,8 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use super::{
-    BatchModel, ChecksConfig, ClassifierConfig, Provider, RunConfig, SimulateConfig, Tokenizer,
+    BatchModel, ChecksConfig, ClassifierConfig, LedgerConfig, Provider, RunConfig, SimulateConfig,
+    Tokenizer,
 };
 use crate::record::{Task, Tier};
 
@@ -31,6 +32,7 @@ pub(super) struct RawConfig {
     pub simulate: SimulateConfig,
     pub run: RunConfig,
     pub checks: ChecksConfig,
+    pub ledger: LedgerConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

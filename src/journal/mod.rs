@@ -34,6 +34,7 @@
 //! a write) is dropped on resume.
 
 mod fingerprint;
+mod merge;
 mod restore;
 mod results;
 
@@ -51,6 +52,7 @@ use crate::output::{ResultRow, Status};
 pub use fingerprint::{fingerprint, Fingerprint};
 use restore::{check_fingerprint, read};
 pub use restore::{Carried, PositionSet, Restored, Submission};
+pub use merge::{merge_journals, Merged};
 pub use results::{write_results, Written};
 
 pub const FILE: &str = "journal.jsonl";

@@ -79,6 +79,25 @@ impl Ledger {
         self.committed += actual;
     }
 
+    /// Raises the ceiling by `amount`: money claimed from a shared ledger.
+    pub fn grow(&mut self, amount: Usd) {
+        if let Some(c) = &mut self.ceiling {
+            *c += amount;
+        }
+    }
+
+    /// Lowers the ceiling by `amount` (given back to the shared ledger).
+    pub fn shrink(&mut self, amount: Usd) {
+        if let Some(c) = &mut self.ceiling {
+            *c = c.saturating_sub(amount);
+        }
+    }
+
+    /// What could be given back without touching a reservation or the spend.
+    pub fn headroom(&self) -> Usd {
+        self.available().unwrap_or(Usd::ZERO)
+    }
+
     /// Frees a reservation whose request was never billed.
     pub fn release(&mut self, r: Reservation) {
         self.reserved = self.reserved - r.amount;

@@ -86,6 +86,9 @@ struct Dispatcher<'a> {
     in_batch: usize,
     /// Batch records that stopped waiting on Ctrl-C (their batches run on).
     left_in_batches: u64,
+    /// Records that stopped unsent when the ledger was lost (they run on resume).
+    left_unsent: u64,
+    ledger_down_said: bool,
     input_ended: bool,
     stopping: bool,
     draining: bool,
@@ -174,6 +177,12 @@ impl Dispatcher<'_> {
             if self.done.contains(at.0) {
                 continue;
             }
+            // `--shard K/N`: another shard's record (no row here).
+            if let Some(shard) = self.ctx.settings.shard {
+                if !shard.holds(&e.id) {
+                    continue;
+                }
+            }
             // A forced resume on a changed input: the same record (its bytes) finished
             // in an earlier run keeps that result at its new position.
             if let (Some((offset, len)), Output::Journal(j)) =
@@ -229,9 +238,36 @@ impl Dispatcher<'_> {
                 self.emit((pos, key), &row, lasting.is_some())?;
                 self.count_failure(&row, lasting);
             }
-            ToOwner::Left => {
+            ToOwner::Left { batch: true } => {
                 self.in_batch -= 1;
                 self.left_in_batches += 1;
+            }
+            ToOwner::Left { batch: false } => {
+                self.in_flight -= 1;
+                self.left_unsent += 1;
+            }
+            ToOwner::LedgerDown(why) => {
+                if !self.ledger_down_said {
+                    self.ledger_down_said = true;
+                    tracing::warn!(error = %why, "ledger unreachable");
+                    self.progress.println(&format!(
+                        "warning: {why}; no request starts until it answers again (at most {}s, `[ledger] reconnect_s`)",
+                        self.ctx.cfg.ledger.reconnect_s
+                    ));
+                }
+            }
+            ToOwner::LedgerLost(why) => {
+                if self.halted.is_none() {
+                    self.progress.println(&format!(
+                        "stopping: the ledger did not answer for {}s; finishing {} in flight",
+                        self.ctx.cfg.ledger.reconnect_s, self.in_flight
+                    ));
+                    self.halted = Some(Halted {
+                        records: 0,
+                        why,
+                        ledger_lost: true,
+                    });
+                }
             }
             ToOwner::Batch(line, done) => {
                 let written = match &mut self.output {
@@ -264,7 +300,11 @@ impl Dispatcher<'_> {
                     "stopping: {n} records in a row failed on every model: {why}; finishing {} in flight",
                     self.in_flight
                 ));
-                self.halted = Some(Halted { records: n, why });
+                self.halted = Some(Halted {
+                    records: n,
+                    why,
+                    ledger_lost: false,
+                });
             }
         }
     }
@@ -375,6 +415,8 @@ pub(super) async fn dispatch(
         in_flight: 0,
         in_batch: 0,
         left_in_batches: 0,
+        left_unsent: 0,
+        ledger_down_said: false,
         input_ended: false,
         stopping: false,
         draining: false,
@@ -398,6 +440,7 @@ pub(super) async fn dispatch(
         let not_done = |(e, _): &Record| !done.contains(e.position.number());
         let mut left = (d.in_flight + d.in_batch) as u64
             + d.left_in_batches
+            + d.left_unsent
             + d.queue.by_ref().filter(not_done).count() as u64;
         loop {
             tokio::select! {

@@ -80,6 +80,22 @@ impl Gate {
         self.ledger.committed()
     }
 
+    /// Money claimed from the shared ledger joins what may be reserved.
+    pub(super) fn grow(&mut self, amount: Usd) {
+        self.ledger.grow(amount);
+    }
+
+    /// Claimed money beyond `keep` that no reservation holds, taken off what may be
+    /// reserved here (to give back to the shared ledger).
+    pub(super) fn spare(&mut self, keep: Usd) -> Option<Usd> {
+        let h = self.ledger.headroom();
+        (h > keep + keep).then(|| {
+            let give = h - keep;
+            self.ledger.shrink(give);
+            give
+        })
+    }
+
     /// Reserves `worst` (scaled by the model's overrun ratio) for a request to
     /// `model`, if the budget and its breaker allow.
     fn reserve(&mut self, model: ModelId, worst: Usd) -> Result<Reservation, Refused> {
@@ -226,6 +242,8 @@ pub(super) struct Shared {
     pub backend: Backend,
     pub limits: Limits,
     pub gate: Mutex<Gate>,
+    /// `--ledger`: the budget and rate limits shared with other processes.
+    pub ledger: Option<Arc<crate::ledger::SharedLedger>>,
 }
 
 impl Shared {
@@ -253,6 +271,7 @@ mod tests {
             backend: Backend::simulated(&cfg),
             limits: Limits::new(&cfg),
             gate: Mutex::new(gate),
+            ledger: None,
         };
         let half = Usd::parse("0.5").unwrap();
         let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

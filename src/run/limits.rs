@@ -261,6 +261,45 @@ impl Limits {
     }
 }
 
+/// The scopes a request to `model` counts against on a shared ledger (its model's
+/// and provider's `rpm` and `tpm`), named for the server; an error when the request
+/// is larger than a `tpm` itself.
+pub fn shared_scopes(
+    cfg: &Config,
+    model: ModelId,
+    tokens: u64,
+) -> Result<Vec<crate::ledger::Scope>, TooLarge> {
+    let m = &cfg.models[model];
+    let p = cfg.provider_of(model);
+    let mut scopes = Vec::new();
+    for (kind, name, rpm, tpm) in [
+        ("model", &m.name, m.rpm, m.tpm),
+        ("provider", &m.provider, p.rpm, p.tpm),
+    ] {
+        if let Some(rpm) = rpm.filter(|r| *r > 0) {
+            scopes.push(crate::ledger::Scope {
+                name: format!("{kind}:{name}:rpm"),
+                interval_us: 60e6 / f64::from(rpm),
+                units: 1,
+                burst_us: 0.0,
+            });
+        }
+        if let Some(tpm) = tpm.filter(|t| *t > 0) {
+            if tokens.max(1) > tpm {
+                return Err(TooLarge { tokens, tpm });
+            }
+            // A second's share may go at once, as locally.
+            scopes.push(crate::ledger::Scope {
+                name: format!("{kind}:{name}:tpm"),
+                interval_us: 60e6 / tpm as f64,
+                units: tokens.max(1),
+                burst_us: 1e6,
+            });
+        }
+    }
+    Ok(scopes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,11 @@ pub struct RunSettings {
     pub overwrite: bool,
     /// Without `out`: rows on stdout in input order.
     pub keep_order: bool,
+    /// `--ledger URL` and `--budget-name NAME`: budget and rate limits shared with
+    /// every process naming them.
+    pub ledger: Option<(String, String)>,
+    /// `--shard K/N`: only the records whose id hashes to this shard.
+    pub shard: Option<crate::cli::Shard>,
 }
 
 /// The summary a run ends with.
@@ -85,13 +90,16 @@ pub struct RunSummary {
     pub halted: Option<Halted>,
 }
 
-/// Why a run stopped starting records: `[run] stop_after_same_failures` reached.
+/// Why a run stopped starting records: `[run] stop_after_same_failures` reached, or
+/// the shared ledger unreachable for `[ledger] reconnect_s`.
 #[derive(Debug, Clone)]
 pub struct Halted {
-    /// Records in a row that failed on every model for the same lasting reason.
+    /// Records in a row that failed on every model for the same lasting reason (0:
+    /// the ledger was lost).
     pub records: u64,
-    /// That reason, from the last of them.
+    /// That reason, from the last of them (or why the ledger is unreachable).
     pub why: Arc<str>,
+    pub ledger_lost: bool,
 }
 
 /// Runs the job: opens the output (and the journal a resume continues), executes
@@ -132,6 +140,19 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
             );
         }
     }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // The ledger must answer before anything is written or sent.
+    let ledger = match &s.ledger {
+        Some((url, name)) => {
+            let lease = Duration::from_secs(cfg.ledger.lease_s.max(1));
+            Some(rt.block_on(crate::ledger::SharedLedger::join(url, name, s.budget, lease))?)
+        }
+        None => None,
+    };
     let (output, mut restored) = open_output(&cfg, &s)?;
     if s.simulate && cfg.run.via != Via::Realtime {
         crate::note!("--simulate answers every request in-process: --via {} is priced as realtime in this rehearsal (plan --via prices batch)", cfg.run.via);
@@ -149,22 +170,24 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
     } else {
         Backend::http(&cfg)?
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     let (tx, from_tasks) = mpsc::unbounded_channel();
     let shared = {
         // The limits' clocks start on the runtime that waits on them.
         let _entered = rt.enter();
+        // With a shared ledger, what may be reserved is what was claimed from it
+        // (none yet): a request's reservation claims a block first.
+        let ceiling = match (&ledger, s.budget) {
+            (Some(_), Some(_)) => Some(restored.spent),
+            (_, budget) => budget,
+        };
         Shared {
             backend,
             limits: limits::Limits::new(&cfg),
             gate: Mutex::new(Gate::new(
                 &cfg,
-                budget::Ledger::new(s.budget, restored.spent),
+                budget::Ledger::new(ceiling, restored.spent),
             )),
+            ledger: ledger.clone(),
         }
     };
     let ctx = Arc::new(task::Context {
@@ -187,6 +210,12 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
     // their messages to it rarely need a thread woken.
     let task = rt.spawn(dispatch(ctx.clone(), output, restored, from_tasks));
     let outcome = rt.block_on(task);
+    if let Some(l) = &ledger {
+        // What this process claimed and did not spend goes back to the budget.
+        if let Err(e) = rt.block_on(l.give_back(Usd::ZERO, true)) {
+            crate::note!("warning: {e}; its unspent claim returns when its lease expires ({}s)", ctx.cfg.ledger.lease_s);
+        }
+    }
     // Record tasks still running (abandoned by an abort or the drain timeout) are
     // dropped, not waited for.
     rt.shutdown_background();

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::batcher::Batcher;
 use super::checks::check;
 use super::gate::{Cause, Grant, Health, Held, Shared};
+use super::limits::{shared_scopes, TooLarge};
 use super::policy::{decide, is_lasting, Action, RetryPolicy};
 use super::walk::{Event, Next, Step, Walk};
 use super::RunSettings;
@@ -44,9 +45,14 @@ pub(super) enum ToOwner {
         lasting: Option<Arc<str>>,
         batch: bool,
     },
-    /// A batch record stopped waiting (Ctrl-C): no row; its batch keeps running and
+    /// A record stopped without a row: a batch record on Ctrl-C (its batch keeps
+    /// running), or any record when the shared ledger stayed unreachable;
     /// `--resume` picks it up.
-    Left,
+    Left { batch: bool },
+    /// The shared ledger stopped answering (said once; requests wait for it).
+    LedgerDown(String),
+    /// …and did not come back within `[ledger] reconnect_s`: start no more records.
+    LedgerLost(Arc<str>),
     /// A batch submission step to journal (synced) before it goes further; the
     /// answer says whether it is on disk.
     Batch(BatchLine, oneshot::Sender<bool>),
@@ -124,7 +130,9 @@ pub(super) fn spawn(
             }
             Err(Left) => {
                 finish.row.take();
-                let _ = ctx.tx.send(ToOwner::Left);
+                let _ = ctx.tx.send(ToOwner::Left {
+                    batch: finish.batch,
+                });
             }
         }
     });
@@ -199,11 +207,101 @@ fn reservation(model: &Model, job: &Job, c: &Candidate) -> Usd {
     }
 }
 
-/// Charges an answered call: settled in the gate, then journaled by the dispatcher.
-fn settle(ctx: &Context, held: Held<'_>, mut call: Call) {
+/// Charges an answered call: settled in the gate (and on the shared ledger), then
+/// journaled by the dispatcher.
+async fn settle(ctx: &Context, held: Held<'_>, mut call: Call) {
     let spent;
-    (spent, call.overrun) = held.settle(call.cost);
+    let cost = call.cost;
+    (spent, call.overrun) = held.settle(cost);
     let _ = ctx.tx.send(ToOwner::Call(call, spent));
+    if let Some(l) = &ctx.shared.ledger {
+        if let Err(Left) = with_ledger(ctx, || l.settle(cost)).await {
+            tracing::error!(cost = %cost, "a settled cost could not reach the ledger");
+        }
+        // Claimed money this process does not use goes back (it keeps one block).
+        let spare = block(ctx).and_then(|b| ctx.shared.gate().spare(b));
+        if let Some(give) = spare {
+            let _ = l.give_back(give, false).await;
+        }
+    }
+}
+
+/// What a process claims from the shared ledger at a time: `[ledger] block_share`
+/// of `--budget`.
+fn block(ctx: &Context) -> Option<Usd> {
+    let budget = ctx.settings.budget?;
+    let share = ctx.cfg.ledger.block_share.clamp(0.0, 1.0);
+    Some(Usd::from_pico((budget.pico() as f64 * share) as u128))
+}
+
+/// A ledger operation, retried while the ledger is unreachable: no request starts
+/// meanwhile. After `[ledger] reconnect_s` without it the record stops (no row,
+/// `--resume` runs it) and the run starts no more records.
+async fn with_ledger<T, F, Fut>(ctx: &Context, mut op: F) -> Result<T, Left>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::ledger::Lost>>,
+{
+    let deadline = Instant::now() + std::time::Duration::from_secs(ctx.cfg.ledger.reconnect_s);
+    let mut delay = std::time::Duration::from_millis(50);
+    let mut said = false;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(lost) => {
+                if !said {
+                    said = true;
+                    let _ = ctx.tx.send(ToOwner::LedgerDown(lost.0.clone()));
+                }
+                if Instant::now() >= deadline {
+                    let _ = ctx.tx.send(ToOwner::LedgerLost(lost.0.into()));
+                    return Err(Left);
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Reserves `worst` for a request to `model`; with a shared ledger, a reservation
+/// the claimed money does not cover first claims a block (or at least what it
+/// needs) from the ledger.
+async fn ask<'a>(ctx: &'a Context, model: ModelId, worst: Usd) -> Result<Grant<'a>, Left> {
+    loop {
+        match ctx.shared.ask(model, worst) {
+            Grant::NoBudget(short) => {
+                let (Some(l), Some(block)) = (&ctx.shared.ledger, block(ctx)) else {
+                    return Ok(Grant::NoBudget(short));
+                };
+                let need = short.needed.saturating_sub(short.available);
+                let got = with_ledger(ctx, || l.claim(need, block)).await?;
+                if got.is_zero() {
+                    return Ok(Grant::NoBudget(short));
+                }
+                ctx.shared.gate().grow(got);
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
+/// Waits for the rate limits of `model` (on the shared ledger when there is one).
+async fn take_slot(ctx: &Context, model: ModelId, tokens: u64) -> Result<Result<(), TooLarge>, Left> {
+    let Some(l) = &ctx.shared.ledger else {
+        return Ok(ctx.shared.limits.acquire(model, tokens).await);
+    };
+    let scopes = match shared_scopes(&ctx.cfg, model, tokens) {
+        Ok(s) => s,
+        Err(big) => return Ok(Err(big)),
+    };
+    if !scopes.is_empty() {
+        let wait = with_ledger(ctx, || l.slot(&scopes)).await?;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// How the attempts on one candidate ended.
@@ -290,7 +388,7 @@ async fn execute(
         let c = route.candidates[i];
         let model = &cfg.models[c.model];
         let priced = cfg.priced(c.model, c.batch);
-        let held = match ctx.shared.ask(c.model, reservation(priced, &job, &c)) {
+        let held = match ask(ctx, c.model, reservation(priced, &job, &c)).await? {
             Grant::Granted(held) => held,
             Grant::BreakerOpen(why) => {
                 tracing::debug!(id = %job.id, model = %model.name, "circuit open: next candidate");
@@ -323,7 +421,7 @@ async fn execute(
         let started = Instant::now();
         let mut from_batch = None;
         let tried = match c.batch {
-            false => try_candidate(ctx, &job, decision.task, &c, row, &mut last_error).await,
+            false => try_candidate(ctx, &job, decision.task, &c, row, &mut last_error).await?,
             true => match try_batch(ctx, pos, &job, &c, fresh_line, row, &mut last_error).await {
                 Batched::Left => {
                     held.release(Health::Unknown);
@@ -414,9 +512,9 @@ async fn execute(
             Some((_, true)) => held.release(Health::Answered),
             Some((seq, false)) => {
                 call.batch = Some([seq, pos]);
-                settle(ctx, held, call);
+                settle(ctx, held, call).await;
             }
-            None => settle(ctx, held, call),
+            None => settle(ctx, held, call).await,
         }
         row.via = Some(if c.batch { Via::Batch } else { Via::Realtime });
         row.input_tokens += answer.input_tokens;
@@ -559,7 +657,7 @@ async fn try_candidate(
     c: &Candidate,
     row: &mut ResultRow,
     last_error: &mut String,
-) -> Tried {
+) -> Result<Tried, Left> {
     let (cfg, shared, policy) = (&ctx.cfg, &ctx.shared, &ctx.policy);
     let model = &cfg.models[c.model];
     let cap = job
@@ -567,11 +665,7 @@ async fn try_candidate(
         .map_or(u64::from(model.max_output_tokens), u64::from);
     let mut attempt = 0u32;
     loop {
-        if let Err(big) = shared
-            .limits
-            .acquire(c.model, c.input_tokens + c.output_tokens)
-            .await
-        {
+        if let Err(big) = take_slot(ctx, c.model, c.input_tokens + c.output_tokens).await? {
             let why = format!(
                 "the request needs up to {} tokens, more than the tpm of {}",
                 big.tokens, big.tpm
@@ -581,7 +675,7 @@ async fn try_candidate(
                 text: why.into(),
                 lasting: false,
             };
-            return Tried::Next(Health::Unknown, cause);
+            return Ok(Tried::Next(Health::Unknown, cause));
         }
         attempt += 1;
         row.attempts += 1;
@@ -591,7 +685,7 @@ async fn try_candidate(
             .complete(job, task, model, c, cap, attempt)
             .await
         {
-            Ok(a) => return Tried::Answered(a),
+            Ok(a) => return Ok(Tried::Answered(a)),
             Err((failure, msg)) => {
                 tracing::debug!(id = %job.id, model = %model.name, attempt, error = %msg, "request failed");
                 if failure != Failure::Unusable {
@@ -621,9 +715,19 @@ async fn try_candidate(
             if wait > policy.max_retry_after {
                 // Out of quota for longer than we wait: the model is unavailable, and
                 // its breaker (not a pause) keeps other records off it.
-                return Tried::Next(Health::Unavailable, cause);
+                return Ok(Tried::Next(Health::Unavailable, cause));
             }
             shared.limits.pause(c.model, wait);
+            if let Some(l) = &shared.ledger {
+                // Every process on the ledger waits it out.
+                let m = &cfg.models[c.model];
+                let scopes = [format!("model:{}", m.name), format!("provider:{}", m.provider)];
+                let scopes: Vec<String> = scopes
+                    .iter()
+                    .flat_map(|s| [format!("{s}:rpm"), format!("{s}:tpm")])
+                    .collect();
+                let _ = l.pause(&scopes, wait).await;
+            }
         }
         let jitter = (row.attempts as f64 * 0.618_034).fract();
         match decide(&failure, attempt, policy, jitter) {
@@ -633,10 +737,10 @@ async fn try_candidate(
             }
             Action::NextCandidate => {
                 tracing::debug!(id = %job.id, model = %model.name, "giving up on this model");
-                return Tried::Next(Health::Failed, cause);
+                return Ok(Tried::Next(Health::Failed, cause));
             }
-            Action::NextLargerContext => return Tried::TooLong,
-            Action::Fail => return Tried::Rejected,
+            Action::NextLargerContext => return Ok(Tried::TooLong),
+            Action::Fail => return Ok(Tried::Rejected),
         }
     }
 }
@@ -656,17 +760,14 @@ async fn ask_llm(
     let Some((question, c)) = classifier_question(cfg, job, &decision, &mut tokens) else {
         return (decision, route);
     };
-    let Grant::Granted(held) = ctx.shared.ask(c.model, c.worst_cost) else {
+    let Ok(Grant::Granted(held)) = ask(ctx, c.model, c.worst_cost).await else {
         return (decision, route);
     };
     let model = &cfg.models[c.model];
-    if ctx
-        .shared
-        .limits
-        .acquire(c.model, c.input_tokens + c.output_tokens)
-        .await
-        .is_err()
-    {
+    if !matches!(
+        take_slot(ctx, c.model, c.input_tokens + c.output_tokens).await,
+        Ok(Ok(()))
+    ) {
         return (decision, route);
     }
     let started = Instant::now();
@@ -697,7 +798,7 @@ async fn ask_llm(
     let label = llm::report_label(&model.name);
     let call = billed_call(cfg, c.model, label, &answer, false, latency_ms, false);
     row.cost_usd += call.cost;
-    settle(ctx, held, call);
+    settle(ctx, held, call).await;
     let Some(asked) = llm::decided(&decision, &answer.text) else {
         return (decision, route);
     };
