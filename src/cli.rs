@@ -107,7 +107,10 @@ impl Shard {
 fn parse_shard(s: &str) -> Result<Shard, String> {
     let bad = || format!("--shard takes K/N with 1 <= K <= N (e.g. 2/4), not '{s}'");
     let (k, n) = s.split_once('/').ok_or_else(bad)?;
-    let (k, n): (u32, u32) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+    let (k, n): (u32, u32) = (
+        k.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
     if k == 0 || n == 0 || k > n {
         return Err(bad());
     }

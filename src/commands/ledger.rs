@@ -22,10 +22,14 @@ pub fn ledger(cmd: LedgerCommand) -> Result<Exit> {
         None => bail!("no ledger: give --ledger URL (or SWITCHYARD_LEDGER, or [ledger] url)"),
     };
     let name = &args.ledger.budget_name;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let s = rt.block_on(async {
         let mut conn = connect(&url, Duration::from_secs(5)).await?;
-        status(&mut conn, &Keys::new(name)).await.map_err(|e| anyhow::anyhow!(e.0))
+        status(&mut conn, &Keys::new(name))
+            .await
+            .map_err(|e| anyhow::anyhow!(e.0))
     })?;
     let mut out = io::stdout().lock();
     if let Format::Json = args.format {
@@ -59,7 +63,11 @@ pub fn ledger(cmd: LedgerCommand) -> Result<Exit> {
     } else {
         let mut t = table(&["holder", "reserved", "expires in"], 1);
         for (h, a, ms) in &s.leases {
-            t.add_row(vec![h.clone(), a.to_string(), format!("{:.1}s", *ms as f64 / 1000.0)]);
+            t.add_row(vec![
+                h.clone(),
+                a.to_string(),
+                format!("{:.1}s", *ms as f64 / 1000.0),
+            ]);
         }
         writeln!(out, "{t}")?;
     }

@@ -12,10 +12,12 @@ use crate::output::report::total_row;
 
 pub fn merge(args: MergeArgs) -> Result<Exit> {
     let merged = merge_journals(&args.dirs, &args.out)?;
-    let written = journal::write_results(&args.out.join(journal::FILE), &args.out).context(OutputFailed)?;
+    let written =
+        journal::write_results(&args.out.join(journal::FILE), &args.out).context(OutputFailed)?;
     let mut tally = merged.tally;
     let report = tally.rows();
-    crate::output::report::write_parquet(&args.out.join("cost_report.parquet"), &report).context(OutputFailed)?;
+    crate::output::report::write_parquet(&args.out.join("cost_report.parquet"), &report)
+        .context(OutputFailed)?;
     let total = total_row(&report);
     crate::note!(
         "merged {} shards into {}: {} records, {} not ok; spent {} (baseline {} on the same tokens)",

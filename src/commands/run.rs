@@ -66,6 +66,8 @@ pub fn run(args: RunArgs) -> Result<Exit> {
         Exit::Interrupted
     } else if summary.stopped_on_budget {
         Exit::Budget
+    } else if summary.halted.is_some() {
+        Exit::SomeFailed
     } else {
         Exit::of_records(summary.not_ok)
     })
@@ -152,7 +154,10 @@ pub fn run_summary(s: &RunSummary, budget: Option<Usd>, resume_hint: Option<Stri
         let left = s.remaining.map_or("the rest of stdin was".into(), |n| {
             format!("{} records were", group_thousands(n))
         });
-        eprintln!("error: stopped: the shared ledger did not answer: {}; {left} not done", h.why);
+        eprintln!(
+            "error: stopped: the shared ledger did not answer: {}; {left} not done",
+            h.why
+        );
         match &resume_hint {
             Some(hint) => eprintln!("once it answers, continue with: {hint}"),
             None => eprintln!("once it answers, run the job again"),

@@ -21,15 +21,20 @@ pub struct Merged {
 
 /// Writes `out/journal.jsonl` from the journals of `dirs`.
 pub fn merge_journals(dirs: &[PathBuf], out: &Path) -> Result<Merged> {
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create --out {}", out.display()))?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create --out {}", out.display()))?;
     let target = out.join(FILE);
     for d in dirs {
         if d.join(FILE) == target {
-            bail!("--out {} is one of the shards; merge into another directory", out.display());
+            bail!(
+                "--out {} is one of the shards; merge into another directory",
+                out.display()
+            );
         }
     }
     let mut w = std::io::BufWriter::new(
-        std::fs::File::create(&target).with_context(|| format!("cannot write {}", target.display()))?,
+        std::fs::File::create(&target)
+            .with_context(|| format!("cannot write {}", target.display()))?,
     );
     let mut input: Option<(String, PathBuf)> = None;
     let mut owner: HashMap<u64, usize> = HashMap::new();
@@ -37,7 +42,10 @@ pub fn merge_journals(dirs: &[PathBuf], out: &Path) -> Result<Merged> {
     for (i, dir) in dirs.iter().enumerate() {
         let path = dir.join(FILE);
         if !path.exists() {
-            bail!("{} holds no run journal ({FILE}); give the shards' --out directories", dir.display());
+            bail!(
+                "{} holds no run journal ({FILE}); give the shards' --out directories",
+                dir.display()
+            );
         }
         scan(&path, |n, _, bytes, last| {
             if !bytes.ends_with(b"\n") {
@@ -89,7 +97,8 @@ pub fn merge_journals(dirs: &[PathBuf], out: &Path) -> Result<Merged> {
             Ok(())
         })?;
     }
-    w.flush().with_context(|| format!("cannot write {}", target.display()))?;
+    w.flush()
+        .with_context(|| format!("cannot write {}", target.display()))?;
     Ok(Merged {
         shards: dirs.len(),
         tally,

@@ -50,9 +50,9 @@ use serde::{Deserialize, Serialize};
 use crate::output::report::Call;
 use crate::output::{ResultRow, Status};
 pub use fingerprint::{fingerprint, Fingerprint};
+pub use merge::{merge_journals, Merged};
 use restore::{check_fingerprint, read};
 pub use restore::{Carried, PositionSet, Restored, Submission};
-pub use merge::{merge_journals, Merged};
 pub use results::{write_results, Written};
 
 pub const FILE: &str = "journal.jsonl";

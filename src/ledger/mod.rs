@@ -146,7 +146,8 @@ fn holder_id() -> String {
 /// Opens a connection manager to `url` (`redis://…`, `rediss://…`, `redis+unix://…`,
 /// `unix://…`), checked with a PING within `timeout`.
 pub async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager> {
-    let client = redis::Client::open(url).with_context(|| format!("--ledger {}: not a Redis URL", redact(url)))?;
+    let client = redis::Client::open(url)
+        .with_context(|| format!("--ledger {}: not a Redis URL", redact(url)))?;
     let config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
@@ -154,11 +155,23 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager> 
         .set_max_delay(Duration::from_millis(500));
     let mut conn = tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
         .await
-        .map_err(|_| anyhow::anyhow!("--ledger {}: no answer within {}s", redact(url), timeout.as_secs()))?
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--ledger {}: no answer within {}s",
+                redact(url),
+                timeout.as_secs()
+            )
+        })?
         .map_err(|e| anyhow::anyhow!("--ledger {}: cannot connect: {e}", redact(url)))?;
     let _: String = tokio::time::timeout(timeout, redis::cmd("PING").query_async(&mut conn))
         .await
-        .map_err(|_| anyhow::anyhow!("--ledger {}: no answer to PING within {}s", redact(url), timeout.as_secs()))?
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--ledger {}: no answer to PING within {}s",
+                redact(url),
+                timeout.as_secs()
+            )
+        })?
         .map_err(|e| anyhow::anyhow!("--ledger {}: PING failed: {e}", redact(url)))?;
     Ok(conn)
 }
@@ -174,7 +187,12 @@ pub fn redact(url: &str) -> String {
 impl SharedLedger {
     /// Joins budget `name` on the server at `url` with this run's `--budget`
     /// (`limit`): the first process sets the limit, later ones must name the same.
-    pub async fn join(url: &str, name: &str, limit: Option<Usd>, lease: Duration) -> Result<Arc<SharedLedger>> {
+    pub async fn join(
+        url: &str,
+        name: &str,
+        limit: Option<Usd>,
+        lease: Duration,
+    ) -> Result<Arc<SharedLedger>> {
         let conn = connect(url, Duration::from_secs(5)).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let ledger = Arc::new(SharedLedger {
@@ -188,9 +206,17 @@ impl SharedLedger {
             lease_lost: AtomicBool::new(false),
         });
         // Registers the lease (empty) and checks the limit.
-        let (granted, _) = ledger.claim_micro(0, 0).await.map_err(|Lost(e)| anyhow::anyhow!(e))?;
+        let (granted, _) = ledger
+            .claim_micro(0, 0)
+            .await
+            .map_err(|Lost(e)| anyhow::anyhow!(e))?;
         if granted == -1 {
-            let theirs = ledger.status().await.ok().and_then(|s| s.limit).map_or("none".into(), |l| l.to_string());
+            let theirs = ledger
+                .status()
+                .await
+                .ok()
+                .and_then(|s| s.limit)
+                .map_or("none".into(), |l| l.to_string());
             bail!(
                 "ledger budget `{name}` has the limit {theirs}; this run says {}: every process on one budget name must pass the same --budget",
                 limit.map_or("none".into(), |l| l.to_string())
@@ -244,7 +270,8 @@ impl SharedLedger {
         if self.settles.send((cost.pico(), tx)).is_err() {
             return Err(Lost("the ledger connection is closed".into()));
         }
-        rx.await.unwrap_or_else(|_| Err(Lost("the ledger connection is closed".into())))
+        rx.await
+            .unwrap_or_else(|_| Err(Lost("the ledger connection is closed".into())))
     }
 
     /// Gives `amount` (rounded down) back from the lease; `last` ends the lease.
@@ -277,7 +304,9 @@ impl SharedLedger {
         }
         inv.arg(scopes.len());
         for s in scopes {
-            inv.arg(format!("{:.6}", s.interval_us)).arg(s.units).arg(format!("{:.0}", s.burst_us));
+            inv.arg(format!("{:.6}", s.interval_us))
+                .arg(s.units)
+                .arg(format!("{:.0}", s.burst_us));
         }
         let wait_us: i64 = inv.invoke_async(&mut self.conn()).await.map_err(lost)?;
         Ok(Duration::from_micros(wait_us.max(0) as u64))
@@ -322,7 +351,10 @@ impl SharedLedger {
 /// Sends settled costs: all that are waiting in one script call. It keeps this
 /// process's exact total and what the server was told (in µ$), and sends what brings
 /// the server to the total rounded up.
-async fn settle_loop(ledger: std::sync::Weak<SharedLedger>, mut rx: mpsc::UnboundedReceiver<(u128, oneshot::Sender<Result<(), Lost>>)>) {
+async fn settle_loop(
+    ledger: std::sync::Weak<SharedLedger>,
+    mut rx: mpsc::UnboundedReceiver<(u128, oneshot::Sender<Result<(), Lost>>)>,
+) {
     let (mut settled, mut told) = (0u128, 0u64);
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -400,7 +432,12 @@ pub struct Status {
 }
 
 pub async fn status(conn: &mut ConnectionManager, keys: &Keys) -> Result<Status, Lost> {
-    let (budget, leases, expiry, now): (Vec<(String, String)>, Vec<(String, i64)>, Vec<(String, f64)>, (i64, i64)) = redis::pipe()
+    let (budget, leases, expiry, now): (
+        Vec<(String, String)>,
+        Vec<(String, i64)>,
+        Vec<(String, f64)>,
+        (i64, i64),
+    ) = redis::pipe()
         .cmd("HGETALL")
         .arg(keys.budget())
         .cmd("HGETALL")
@@ -415,7 +452,12 @@ pub async fn status(conn: &mut ConnectionManager, keys: &Keys) -> Result<Status,
         .await
         .map_err(lost)?;
     let now_ms = now.0 * 1000 + now.1 / 1000;
-    let get = |k: &str| budget.iter().find(|(f, _)| f == k).and_then(|(_, v)| v.parse::<i64>().ok());
+    let get = |k: &str| {
+        budget
+            .iter()
+            .find(|(f, _)| f == k)
+            .and_then(|(_, v)| v.parse::<i64>().ok())
+    };
     let mut scopes: Vec<String> = Vec::new();
     let mut cursor = 0u64;
     loop {
@@ -437,9 +479,15 @@ pub async fn status(conn: &mut ConnectionManager, keys: &Keys) -> Result<Status,
     scopes.sort();
     let mut limits = Vec::new();
     for key in scopes {
-        let tat: Option<String> = redis::cmd("GET").arg(&key).query_async(conn).await.map_err(lost)?;
+        let tat: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .map_err(lost)?;
         let tat_us = tat.and_then(|t| t.parse::<f64>().ok()).unwrap_or(0.0);
-        let scope = key.trim_start_matches(&format!("{}rate:", keys.prefix)).to_string();
+        let scope = key
+            .trim_start_matches(&format!("{}rate:", keys.prefix))
+            .to_string();
         limits.push((scope, (tat_us / 1000.0) as i64 - now_ms));
     }
     Ok(Status {
@@ -450,7 +498,10 @@ pub async fn status(conn: &mut ConnectionManager, keys: &Keys) -> Result<Status,
         leases: leases
             .into_iter()
             .map(|(h, amount)| {
-                let left = expiry.iter().find(|(e, _)| *e == h).map_or(0, |(_, at)| *at as i64 - now_ms);
+                let left = expiry
+                    .iter()
+                    .find(|(e, _)| *e == h)
+                    .map_or(0, |(_, at)| *at as i64 - now_ms);
                 (h, from_micro(amount), left)
             })
             .collect(),
@@ -473,7 +524,13 @@ mod tests {
 
     #[test]
     fn passwords_are_not_shown() {
-        assert_eq!(redact("redis://:s3cret@host:6379/0"), "redis://[redacted]@host:6379/0");
-        assert_eq!(redact("redis+unix:///tmp/r.sock"), "redis+unix:///tmp/r.sock");
+        assert_eq!(
+            redact("redis://:s3cret@host:6379/0"),
+            "redis://[redacted]@host:6379/0"
+        );
+        assert_eq!(
+            redact("redis+unix:///tmp/r.sock"),
+            "redis+unix:///tmp/r.sock"
+        );
     }
 }

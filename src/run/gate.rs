@@ -244,6 +244,9 @@ pub(super) struct Shared {
     pub gate: Mutex<Gate>,
     /// `--ledger`: the budget and rate limits shared with other processes.
     pub ledger: Option<Arc<crate::ledger::SharedLedger>>,
+    /// One claim on the shared ledger at a time: a task that waited re-checks what
+    /// the one before it claimed instead of claiming a block of its own.
+    pub claiming: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -272,6 +275,7 @@ mod tests {
             limits: Limits::new(&cfg),
             gate: Mutex::new(gate),
             ledger: None,
+            claiming: tokio::sync::Mutex::new(()),
         };
         let half = Usd::parse("0.5").unwrap();
         let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

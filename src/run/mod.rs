@@ -149,7 +149,9 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
     let ledger = match &s.ledger {
         Some((url, name)) => {
             let lease = Duration::from_secs(cfg.ledger.lease_s.max(1));
-            Some(rt.block_on(crate::ledger::SharedLedger::join(url, name, s.budget, lease))?)
+            Some(rt.block_on(crate::ledger::SharedLedger::join(
+                url, name, s.budget, lease,
+            ))?)
         }
         None => None,
     };
@@ -188,6 +190,7 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
                 budget::Ledger::new(ceiling, restored.spent),
             )),
             ledger: ledger.clone(),
+            claiming: tokio::sync::Mutex::new(()),
         }
     };
     let ctx = Arc::new(task::Context {
@@ -213,7 +216,10 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
     if let Some(l) = &ledger {
         // What this process claimed and did not spend goes back to the budget.
         if let Err(e) = rt.block_on(l.give_back(Usd::ZERO, true)) {
-            crate::note!("warning: {e}; its unspent claim returns when its lease expires ({}s)", ctx.cfg.ledger.lease_s);
+            crate::note!(
+                "warning: {e}; its unspent claim returns when its lease expires ({}s)",
+                ctx.cfg.ledger.lease_s
+            );
         }
     }
     // Record tasks still running (abandoned by an abort or the drain timeout) are

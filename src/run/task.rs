@@ -48,7 +48,9 @@ pub(super) enum ToOwner {
     /// A record stopped without a row: a batch record on Ctrl-C (its batch keeps
     /// running), or any record when the shared ledger stayed unreachable;
     /// `--resume` picks it up.
-    Left { batch: bool },
+    Left {
+        batch: bool,
+    },
     /// The shared ledger stopped answering (said once; requests wait for it).
     LedgerDown(String),
     /// …and did not come back within `[ledger] reconnect_s`: start no more records.
@@ -274,6 +276,12 @@ async fn ask<'a>(ctx: &'a Context, model: ModelId, worst: Usd) -> Result<Grant<'
                 let (Some(l), Some(block)) = (&ctx.shared.ledger, block(ctx)) else {
                     return Ok(Grant::NoBudget(short));
                 };
+                let _one = ctx.shared.claiming.lock().await;
+                // Another task may have claimed while this one waited.
+                let short = match ctx.shared.ask(model, worst) {
+                    Grant::NoBudget(short) => short,
+                    other => return Ok(other),
+                };
                 let need = short.needed.saturating_sub(short.available);
                 let got = with_ledger(ctx, || l.claim(need, block)).await?;
                 if got.is_zero() {
@@ -287,7 +295,11 @@ async fn ask<'a>(ctx: &'a Context, model: ModelId, worst: Usd) -> Result<Grant<'
 }
 
 /// Waits for the rate limits of `model` (on the shared ledger when there is one).
-async fn take_slot(ctx: &Context, model: ModelId, tokens: u64) -> Result<Result<(), TooLarge>, Left> {
+async fn take_slot(
+    ctx: &Context,
+    model: ModelId,
+    tokens: u64,
+) -> Result<Result<(), TooLarge>, Left> {
     let Some(l) = &ctx.shared.ledger else {
         return Ok(ctx.shared.limits.acquire(model, tokens).await);
     };
@@ -721,7 +733,10 @@ async fn try_candidate(
             if let Some(l) = &shared.ledger {
                 // Every process on the ledger waits it out.
                 let m = &cfg.models[c.model];
-                let scopes = [format!("model:{}", m.name), format!("provider:{}", m.provider)];
+                let scopes = [
+                    format!("model:{}", m.name),
+                    format!("provider:{}", m.provider),
+                ];
                 let scopes: Vec<String> = scopes
                     .iter()
                     .flat_map(|s| [format!("{s}:rpm"), format!("{s}:tpm")])

@@ -13,6 +13,7 @@ mod cache;
 mod cli;
 mod history;
 mod http;
+mod ledger;
 mod operator;
 mod resume;
 mod run;
