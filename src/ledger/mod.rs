@@ -431,13 +431,16 @@ pub struct Status {
     pub limits: Vec<(String, i64)>,
 }
 
+/// The budget hash, the leases, their expiry and the server's time, in one reply.
+type Snapshot = (
+    Vec<(String, String)>,
+    Vec<(String, i64)>,
+    Vec<(String, f64)>,
+    (i64, i64),
+);
+
 pub async fn status(conn: &mut ConnectionManager, keys: &Keys) -> Result<Status, Lost> {
-    let (budget, leases, expiry, now): (
-        Vec<(String, String)>,
-        Vec<(String, i64)>,
-        Vec<(String, f64)>,
-        (i64, i64),
-    ) = redis::pipe()
+    let (budget, leases, expiry, now): Snapshot = redis::pipe()
         .cmd("HGETALL")
         .arg(keys.budget())
         .cmd("HGETALL")
