@@ -6,13 +6,14 @@ use std::time::Duration;
 use assert_cmd::Command;
 
 /// The variables that would change what the binary does; tests start without them.
-pub const ENV_VARS: [&str; 6] = [
+pub const ENV_VARS: [&str; 7] = [
     "SWITCHYARD_CONFIG",
     "SWITCHYARD_PRICES",
     "SWITCHYARD_TIER",
     "SWITCHYARD_BUDGET",
     "SWITCHYARD_BASELINE",
     "SWITCHYARD_CLASSIFIER",
+    "SWITCHYARD_LEDGER",
 ];
 
 /// The binary, not yet started. No test may hang the suite: a run still going after
