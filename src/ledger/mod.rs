@@ -87,6 +87,8 @@ impl Keys {
 }
 
 /// One rate scope a request counts against: `model:NAME:rpm`, `provider:NAME:tpm`…
+/// Its interval carries a 0.1% margin (a minute of slots spans 60.06 s), so arrival
+/// jitter of up to 60 ms cannot put rpm + 1 requests in one 60 s window.
 #[derive(Debug, Clone)]
 pub struct Scope {
     pub name: String,
@@ -292,17 +294,18 @@ impl SharedLedger {
         Ok(())
     }
 
-    /// Takes this request's slot in every scope (and waits out any pause on them):
-    /// how long from now until it may be sent, by the server's clock.
-    pub async fn slot(&self, scopes: &[Scope]) -> Result<Duration, Lost> {
+    /// Takes this request's slot in every rate scope, after any pause on `paused`
+    /// (its model and provider): how long from now until it may be sent, by the
+    /// server's clock.
+    pub async fn slot(&self, paused: &[String], scopes: &[Scope]) -> Result<Duration, Lost> {
         let mut inv = scripts::rate().prepare_invoke();
-        for s in scopes {
-            inv.key(self.keys.pause(&s.name));
+        for p in paused {
+            inv.key(self.keys.pause(p));
         }
         for s in scopes {
             inv.key(self.keys.rate(&s.name));
         }
-        inv.arg(scopes.len());
+        inv.arg(scopes.len()).arg(paused.len());
         for s in scopes {
             inv.arg(format!("{:.6}", s.interval_us))
                 .arg(s.units)
@@ -312,7 +315,8 @@ impl SharedLedger {
         Ok(Duration::from_micros(wait_us.max(0) as u64))
     }
 
-    /// Pauses the scopes for every process for `wait` (a 429's Retry-After).
+    /// Pauses the scopes (`model:NAME`, `provider:NAME`) for every process for `wait`
+    /// (a 429's Retry-After).
     pub async fn pause(&self, scopes: &[String], wait: Duration) -> Result<(), Lost> {
         let mut inv = scripts::pause().prepare_invoke();
         for s in scopes {

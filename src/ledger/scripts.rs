@@ -142,10 +142,10 @@ return 1
     })
 }
 
-/// GCRA over several scopes at once. KEYS: n pause keys, then n rate keys. ARGV: n,
-/// then per scope: interval µs (per unit), units, burst µs. The request starts at
-/// the latest of now, every pause's end, and every scope's theoretical arrival time
-/// less its burst; each scope's time then advances past it by units × interval.
+/// GCRA over several scopes at once. KEYS: np pause keys, then n rate keys. ARGV: n,
+/// np, then per scope: interval µs (per unit), units, burst µs. The request starts
+/// at the latest of now, every pause's end, and every scope's theoretical arrival
+/// time less its burst; each scope's time then advances past it by units × interval.
 /// Returns µs to wait, by the server's clock.
 pub fn rate() -> &'static Script {
     static S: OnceLock<Script> = OnceLock::new();
@@ -155,24 +155,25 @@ pub fn rate() -> &'static Script {
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = tonumber(ARGV[1])
+local np = tonumber(ARGV[2])
 local start = now
-for i = 1, n do
+for i = 1, np do
   local p = tonumber(redis.call('GET', KEYS[i]) or '0')
   if p > start then start = p end
 end
 local tats = {}
 for i = 1, n do
-  local tat = tonumber(redis.call('GET', KEYS[n + i]) or '0')
+  local tat = tonumber(redis.call('GET', KEYS[np + i]) or '0')
   tats[i] = tat
-  local burst = tonumber(ARGV[1 + (i - 1) * 3 + 3])
+  local burst = tonumber(ARGV[2 + (i - 1) * 3 + 3])
   if tat - burst > start then start = tat - burst end
 end
 for i = 1, n do
-  local interval = tonumber(ARGV[1 + (i - 1) * 3 + 1])
-  local units = tonumber(ARGV[1 + (i - 1) * 3 + 2])
+  local interval = tonumber(ARGV[2 + (i - 1) * 3 + 1])
+  local units = tonumber(ARGV[2 + (i - 1) * 3 + 2])
   local tat = math.max(tats[i], start) + units * interval
   local keep = math.ceil((tat - now) / 1000) + 60000
-  redis.call('SET', KEYS[n + i], string.format('%.0f', tat), 'PX', keep)
+  redis.call('SET', KEYS[np + i], string.format('%.0f', tat), 'PX', keep)
 end
 return math.floor(start - now)
 "#,

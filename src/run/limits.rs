@@ -261,6 +261,20 @@ impl Limits {
     }
 }
 
+/// Shared slots are 0.1% longer than 60 s / limit: a minute of them spans 60.06 s, so
+/// the jitter between a slot and the request's arrival (scheduling, the network)
+/// cannot put one more request than the limit in a 60 s window.
+const SHARED_MARGIN: f64 = 1.001;
+
+/// The pause scopes of a request to `model` on a shared ledger.
+pub fn shared_pauses(cfg: &Config, model: ModelId) -> [String; 2] {
+    let m = &cfg.models[model];
+    [
+        format!("model:{}", m.name),
+        format!("provider:{}", m.provider),
+    ]
+}
+
 /// The scopes a request to `model` counts against on a shared ledger (its model's
 /// and provider's `rpm` and `tpm`), named for the server; an error when the request
 /// is larger than a `tpm` itself.
@@ -279,7 +293,7 @@ pub fn shared_scopes(
         if let Some(rpm) = rpm.filter(|r| *r > 0) {
             scopes.push(crate::ledger::Scope {
                 name: format!("{kind}:{name}:rpm"),
-                interval_us: 60e6 / f64::from(rpm),
+                interval_us: 60e6 * SHARED_MARGIN / f64::from(rpm),
                 units: 1,
                 burst_us: 0.0,
             });
@@ -291,7 +305,7 @@ pub fn shared_scopes(
             // A second's share may go at once, as locally.
             scopes.push(crate::ledger::Scope {
                 name: format!("{kind}:{name}:tpm"),
-                interval_us: 60e6 / tpm as f64,
+                interval_us: 60e6 * SHARED_MARGIN / tpm as f64,
                 units: tokens.max(1),
                 burst_us: 1e6,
             });

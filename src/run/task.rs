@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::batcher::Batcher;
 use super::checks::check;
 use super::gate::{Cause, Grant, Health, Held, Shared};
-use super::limits::{shared_scopes, TooLarge};
+use super::limits::{shared_pauses, shared_scopes, TooLarge};
 use super::policy::{decide, is_lasting, Action, RetryPolicy};
 use super::walk::{Event, Next, Step, Walk};
 use super::RunSettings;
@@ -307,11 +307,11 @@ async fn take_slot(
         Ok(s) => s,
         Err(big) => return Ok(Err(big)),
     };
-    if !scopes.is_empty() {
-        let wait = with_ledger(ctx, || l.slot(&scopes)).await?;
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
+    // Always asked, even without rpm/tpm: another process's 429 may pause the model.
+    let paused = shared_pauses(&ctx.cfg, model);
+    let wait = with_ledger(ctx, || l.slot(&paused, &scopes)).await?;
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
     Ok(Ok(()))
 }
@@ -732,16 +732,7 @@ async fn try_candidate(
             shared.limits.pause(c.model, wait);
             if let Some(l) = &shared.ledger {
                 // Every process on the ledger waits it out.
-                let m = &cfg.models[c.model];
-                let scopes = [
-                    format!("model:{}", m.name),
-                    format!("provider:{}", m.provider),
-                ];
-                let scopes: Vec<String> = scopes
-                    .iter()
-                    .flat_map(|s| [format!("{s}:rpm"), format!("{s}:tpm")])
-                    .collect();
-                let _ = l.pause(&scopes, wait).await;
+                let _ = l.pause(&shared_pauses(cfg, c.model), wait).await;
             }
         }
         let jitter = (row.attempts as f64 * 0.618_034).fract();

@@ -565,3 +565,119 @@ fn an_unreachable_ledger_or_another_limit_is_refused_before_any_request() {
     assert!(o.stderr.contains("this run says $2.0"), "{}", o.stderr);
     assert!(server.seen().len() == 3);
 }
+
+#[test]
+fn a_shared_rpm_holds_in_every_60_s_window_across_four_processes() {
+    let redis = Redis::start();
+    let server = server(0);
+    // 120 rpm shared by 4 processes: 130 requests take 65 s; each alone would
+    // finish its 32 or so in 16 s.
+    let s = setup(&server, 130, "", "");
+    edit(
+        &s.cfg,
+        &[("[models.cheap]\n", "[models.cheap]\nrpm = 120\n")],
+        "",
+    );
+    let url = redis.url();
+    let children: Vec<Child> = (1..=4)
+        .map(|k| {
+            let out = s.out(&format!("shard{k}"));
+            let shard = format!("{k}/4");
+            let mut args = ledger_args(&url, "minute");
+            args.extend([
+                "--concurrency",
+                "32",
+                "--shard",
+                &shard,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            spawn(&s.cfg, &s.input, &args)
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let mut at: Vec<Instant> = server.seen().iter().map(|r| r.at).collect();
+    at.sort();
+    assert_eq!(at.len(), 130);
+    for (i, &t) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|&&u| u - t < Duration::from_secs(60))
+            .count();
+        assert!(
+            within <= 120,
+            "{within} requests in the 60 s from request {i}"
+        );
+    }
+    // And the limit was used: the first 60 s are full.
+    let first = at
+        .iter()
+        .take_while(|&&u| u - at[0] < Duration::from_secs(60))
+        .count();
+    assert!(first >= 118, "{first}");
+}
+
+#[test]
+fn a_429_seen_by_one_process_pauses_the_others() {
+    let redis = Redis::start();
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let server = serve(Arc::new(move |_, _| {
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return crate::fake::Reply::Respond(
+                429,
+                vec![("retry-after", "2".into())],
+                "{\"error\":{\"message\":\"slow down\"}}".into(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        ok_openai("an answer")
+    }));
+    let s = setup(&server, 30, "", "");
+    let url = redis.url();
+    let children: Vec<Child> = (1..=2)
+        .map(|k| {
+            let out = s.out(&format!("shard{k}"));
+            let shard = format!("{k}/2");
+            let mut args = ledger_args(&url, "pause");
+            args.extend([
+                "--concurrency",
+                "1",
+                "--shard",
+                &shard,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            spawn(&s.cfg, &s.input, &args)
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let seen = server.seen();
+    let t429 = seen[0].at;
+
+    // Requests already on their way arrive within a few ms; then nobody sends until
+    // the 2 s are over.
+    let paused = seen
+        .iter()
+        .filter(|r| {
+            r.at > t429 + Duration::from_millis(200) && r.at < t429 + Duration::from_millis(1900)
+        })
+        .count();
+    assert_eq!(paused, 0, "requests during the pause");
+    assert_eq!(seen.len(), 31);
+}
