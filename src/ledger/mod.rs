@@ -94,11 +94,20 @@ pub struct Scope {
     pub name: String,
     /// Microseconds one unit (a request, a token) takes at the sustained rate.
     pub interval_us: f64,
-    /// Units this request takes (1 for rpm; its tokens for tpm).
-    pub units: u64,
+    /// A unit is a token (tpm: a request takes its tokens), else a request.
+    pub per_token: bool,
     /// How far ahead of the sustained rate a request may go (µs): 0 for rpm, one
     /// second for tpm.
     pub burst_us: f64,
+}
+
+/// A model's rate script arguments, prepared once: the pause keys, then the rate
+/// keys; per rate scope its interval, whether a unit is a token, its burst.
+#[derive(Debug)]
+pub struct SlotPlan {
+    keys: Vec<String>,
+    pauses: usize,
+    scopes: Vec<(String, bool, String)>,
 }
 
 /// Why the ledger cannot be used right now.
@@ -125,6 +134,8 @@ pub struct SharedLedger {
     /// The lease expired while this process lived (it stalled past `lease_s`): its
     /// claimed money went back to the budget.
     lease_lost: AtomicBool,
+    /// Each model's [`SlotPlan`], by model id, built on first use.
+    plans: std::sync::RwLock<Vec<Option<Arc<SlotPlan>>>>,
 }
 
 fn lost(e: redis::RedisError) -> Lost {
@@ -206,6 +217,7 @@ impl SharedLedger {
             limit: limit.map(micro_down),
             settles: tx,
             lease_lost: AtomicBool::new(false),
+            plans: std::sync::RwLock::default(),
         });
         // Registers the lease (empty) and checks the limit.
         let (granted, _) = ledger
@@ -297,19 +309,58 @@ impl SharedLedger {
     /// Takes this request's slot in every rate scope, after any pause on `paused`
     /// (its model and provider): how long from now until it may be sent, by the
     /// server's clock.
-    pub async fn slot(&self, paused: &[String], scopes: &[Scope]) -> Result<Duration, Lost> {
+    /// A model's pause and rate scopes as the script takes them, built once per
+    /// model (`make` says which they are) and reused by every request.
+    pub fn plan(
+        &self,
+        model: usize,
+        make: impl FnOnce() -> (Vec<String>, Vec<Scope>),
+    ) -> Arc<SlotPlan> {
+        if let Some(Some(p)) = self
+            .plans
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(model)
+        {
+            return p.clone();
+        }
+        let (paused, scopes) = make();
+        let mut keys: Vec<String> = paused.iter().map(|p| self.keys.pause(p)).collect();
+        keys.extend(scopes.iter().map(|s| self.keys.rate(&s.name)));
+        let plan = Arc::new(SlotPlan {
+            keys,
+            pauses: paused.len(),
+            scopes: scopes
+                .iter()
+                .map(|s| {
+                    (
+                        format!("{:.6}", s.interval_us),
+                        s.per_token,
+                        format!("{:.0}", s.burst_us),
+                    )
+                })
+                .collect(),
+        });
+        let mut plans = self.plans.write().unwrap_or_else(|e| e.into_inner());
+        if plans.len() <= model {
+            plans.resize(model + 1, None);
+        }
+        plans[model] = Some(plan.clone());
+        plan
+    }
+
+    /// Takes a request's slot (of `tokens`) in every rate scope of its `plan`, after
+    /// any pause on its model and provider: how long from now until it may be sent,
+    /// by the server's clock.
+    pub async fn slot(&self, plan: &SlotPlan, tokens: u64) -> Result<Duration, Lost> {
         let mut inv = scripts::rate().prepare_invoke();
-        for p in paused {
-            inv.key(self.keys.pause(p));
+        for k in &plan.keys {
+            inv.key(k.as_str());
         }
-        for s in scopes {
-            inv.key(self.keys.rate(&s.name));
-        }
-        inv.arg(scopes.len()).arg(paused.len());
-        for s in scopes {
-            inv.arg(format!("{:.6}", s.interval_us))
-                .arg(s.units)
-                .arg(format!("{:.0}", s.burst_us));
+        inv.arg(plan.scopes.len()).arg(plan.pauses);
+        for (interval, per_token, burst) in &plan.scopes {
+            let units = if *per_token { tokens.max(1) } else { 1 };
+            inv.arg(interval.as_str()).arg(units).arg(burst.as_str());
         }
         let wait_us: i64 = inv.invoke_async(&mut self.conn()).await.map_err(lost)?;
         Ok(Duration::from_micros(wait_us.max(0) as u64))

@@ -275,14 +275,9 @@ pub fn shared_pauses(cfg: &Config, model: ModelId) -> [String; 2] {
     ]
 }
 
-/// The scopes a request to `model` counts against on a shared ledger (its model's
-/// and provider's `rpm` and `tpm`), named for the server; an error when the request
-/// is larger than a `tpm` itself.
-pub fn shared_scopes(
-    cfg: &Config,
-    model: ModelId,
-    tokens: u64,
-) -> Result<Vec<crate::ledger::Scope>, TooLarge> {
+/// The scopes a request to `model` counts against on a shared ledger: its model's
+/// and provider's `rpm` and `tpm`, named for the server.
+pub fn shared_scopes(cfg: &Config, model: ModelId) -> Vec<crate::ledger::Scope> {
     let m = &cfg.models[model];
     let p = cfg.provider_of(model);
     let mut scopes = Vec::new();
@@ -294,24 +289,35 @@ pub fn shared_scopes(
             scopes.push(crate::ledger::Scope {
                 name: format!("{kind}:{name}:rpm"),
                 interval_us: 60e6 * SHARED_MARGIN / f64::from(rpm),
-                units: 1,
+                per_token: false,
                 burst_us: 0.0,
             });
         }
         if let Some(tpm) = tpm.filter(|t| *t > 0) {
-            if tokens.max(1) > tpm {
-                return Err(TooLarge { tokens, tpm });
-            }
             // A second's share may go at once, as locally.
             scopes.push(crate::ledger::Scope {
                 name: format!("{kind}:{name}:tpm"),
                 interval_us: 60e6 * SHARED_MARGIN / tpm as f64,
-                units: tokens.max(1),
+                per_token: true,
                 burst_us: 1e6,
             });
         }
     }
-    Ok(scopes)
+    scopes
+}
+
+/// A request of `tokens` that can never fit `model`'s or its provider's `tpm`.
+pub fn too_large(cfg: &Config, model: ModelId, tokens: u64) -> Result<(), TooLarge> {
+    let tpms = [cfg.models[model].tpm, cfg.provider_of(model).tpm];
+    match tpms
+        .into_iter()
+        .flatten()
+        .filter(|t| *t > 0)
+        .find(|t| tokens.max(1) > *t)
+    {
+        Some(tpm) => Err(TooLarge { tokens, tpm }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::batcher::Batcher;
 use super::checks::check;
 use super::gate::{Cause, Grant, Health, Held, Shared};
-use super::limits::{shared_pauses, shared_scopes, TooLarge};
+use super::limits::{shared_pauses, shared_scopes, too_large, TooLarge};
 use super::policy::{decide, is_lasting, Action, RetryPolicy};
 use super::walk::{Event, Next, Step, Walk};
 use super::RunSettings;
@@ -303,13 +303,17 @@ async fn take_slot(
     let Some(l) = &ctx.shared.ledger else {
         return Ok(ctx.shared.limits.acquire(model, tokens).await);
     };
-    let scopes = match shared_scopes(&ctx.cfg, model, tokens) {
-        Ok(s) => s,
-        Err(big) => return Ok(Err(big)),
-    };
-    // Always asked, even without rpm/tpm: another process's 429 may pause the model.
-    let paused = shared_pauses(&ctx.cfg, model);
-    let wait = with_ledger(ctx, || l.slot(&paused, &scopes)).await?;
+    if let Err(big) = too_large(&ctx.cfg, model, tokens) {
+        return Ok(Err(big));
+    }
+    // Asked even without rpm/tpm: another process's 429 may pause the model.
+    let plan = l.plan(model, || {
+        (
+            shared_pauses(&ctx.cfg, model).to_vec(),
+            shared_scopes(&ctx.cfg, model),
+        )
+    });
+    let wait = with_ledger(ctx, || l.slot(&plan, tokens)).await?;
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
