@@ -398,6 +398,14 @@ impl SharedLedger {
         self.lease_lost.load(Ordering::Relaxed)
     }
 
+    /// After a lost lease: claims anew what this process's reservations need
+    /// (`must`) and what it held beyond them (`want` in all); what was granted.
+    pub async fn reclaim(&self, must: Usd, want: Usd) -> Result<Usd, Lost> {
+        let (granted, _) = self.claim_micro(micro_up(want), micro_up(must)).await?;
+        self.lease_lost.store(false, Ordering::Relaxed);
+        Ok(from_micro(granted.max(0)))
+    }
+
     pub async fn status(&self) -> Result<Status, Lost> {
         status(&mut self.conn(), &self.keys).await
     }

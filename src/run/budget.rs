@@ -54,7 +54,6 @@ impl Ledger {
         self.committed
     }
 
-    #[cfg(test)]
     pub fn reserved(&self) -> Usd {
         self.reserved
     }

@@ -85,6 +85,18 @@ impl Gate {
         self.ledger.grow(amount);
     }
 
+    /// What the shared ledger must back for this process: its reservations and the
+    /// claimed money no reservation holds yet.
+    pub(super) fn claimed_unspent(&self) -> (Usd, Usd) {
+        (self.ledger.reserved(), self.ledger.headroom())
+    }
+
+    /// Drops claimed money no reservation holds, beyond `keep`.
+    pub(super) fn drop_headroom(&mut self, keep: Usd) {
+        let h = self.ledger.headroom();
+        self.ledger.shrink(h.saturating_sub(keep));
+    }
+
     /// Claimed money beyond `keep` that no reservation holds, taken off what may be
     /// reserved here (to give back to the shared ledger).
     pub(super) fn spare(&mut self, keep: Usd) -> Option<Usd> {

@@ -270,6 +270,24 @@ where
 /// the claimed money does not cover first claims a block (or at least what it
 /// needs) from the ledger.
 async fn ask<'a>(ctx: &'a Context, model: ModelId, worst: Usd) -> Result<Grant<'a>, Left> {
+    if let (Some(l), Some(_)) = (&ctx.shared.ledger, ctx.settings.budget) {
+        if l.lease_lost() {
+            let _one = ctx.shared.claiming.lock().await;
+            if l.lease_lost() {
+                // The server gave this process's claim back (it could not renew it in
+                // time): claim again what its reservations and headroom need.
+                let (reserved, headroom) = ctx.shared.gate().claimed_unspent();
+                let got = with_ledger(ctx, || l.reclaim(reserved, reserved + headroom)).await?;
+                let _ = ctx.tx.send(ToOwner::Note(match got < reserved {
+                    true => format!("warning: the ledger took back this process's claim (its lease was not renewed in time); claimed {got} again, less than the {reserved} its requests in flight reserve"),
+                    false => format!("warning: the ledger took back this process's claim (its lease was not renewed in time); claimed {got} again"),
+                }));
+                ctx.shared
+                    .gate()
+                    .drop_headroom(got.saturating_sub(reserved));
+            }
+        }
+    }
     loop {
         match ctx.shared.ask(model, worst) {
             Grant::NoBudget(short) => {

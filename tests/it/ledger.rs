@@ -681,3 +681,91 @@ fn a_429_seen_by_one_process_pauses_the_others() {
     assert_eq!(paused, 0, "requests during the pause");
     assert_eq!(seen.len(), 31);
 }
+
+/// Runs a Lua script on the test's Redis (RESP by hand); its reply's first line.
+fn eval(redis: &Redis, script: &str, keys: &[&str]) -> String {
+    let mut parts = vec![
+        "EVAL".to_string(),
+        script.to_string(),
+        keys.len().to_string(),
+    ];
+    parts.extend(keys.iter().map(|k| k.to_string()));
+    let mut cmd = format!("*{}\r\n", parts.len());
+    for p in &parts {
+        cmd.push_str(&format!("${}\r\n{p}\r\n", p.len()));
+    }
+    let mut s = UnixStream::connect(redis.socket()).unwrap();
+    s.write_all(cmd.as_bytes()).unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn a_lease_the_server_took_back_from_a_live_process_is_claimed_again() {
+    let redis = Redis::start();
+    let server = server(100);
+    let s = setup(&server, 40, "", "");
+    let url = redis.url();
+    let out = s.out("out");
+    let mut args = ledger_args(&url, "stall");
+    args.extend([
+        "--budget",
+        "1",
+        "--concurrency",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let child = spawn(&s.cfg, &s.input, &args);
+    while server.seen().len() < 8 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // What the server does to a lease not renewed in time, done now: its money goes
+    // back to the budget.
+    let reaped = eval(
+        &redis,
+        "local hs = redis.call('HKEYS', KEYS[2]) \
+         for _, h in ipairs(hs) do \
+           local amt = tonumber(redis.call('HGET', KEYS[2], h)) \
+           redis.call('HINCRBY', KEYS[1], 'reserved', -amt) \
+           redis.call('HDEL', KEYS[2], h) redis.call('ZREM', KEYS[3], h) end \
+         return #hs",
+        &[
+            "switchyard:{stall}:budget",
+            "switchyard:{stall}:leases",
+            "switchyard:{stall}:expiry",
+        ],
+    );
+    assert_eq!(reaped, ":1");
+    // The process notices at its next settlement and claims again what its requests
+    // in flight hold.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = status(&redis, "stall");
+        if usd_pico(&st["reserved_usd"]) > 0 && !st["leases"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < until, "never claimed again: {st}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the ledger took back this process's claim"),
+        "{stderr}"
+    );
+    let st = status(&redis, "stall");
+    assert_eq!(usd_pico(&st["reserved_usd"]), 0, "{st}");
+    let spent = journal_spent(&out);
+    let server_spent = usd_pico(&st["spent_usd"]);
+    assert!(
+        server_spent >= spent && server_spent <= spent + 1_000_000,
+        "{server_spent} vs {spent}"
+    );
+}
