@@ -71,6 +71,11 @@ impl Keys {
     fn expiry(&self) -> String {
         format!("{}expiry", self.prefix)
     }
+    /// Each holder's total spend as last reported (what makes a settlement
+    /// idempotent).
+    fn told(&self) -> String {
+        format!("{}told", self.prefix)
+    }
     fn holders(&self) -> String {
         format!("{}holders", self.prefix)
     }
@@ -276,9 +281,10 @@ impl SharedLedger {
         Ok(from_micro(granted))
     }
 
-    /// Reports a settled cost; returns once the server counts it. The server counts
-    /// this process's spend as its exact total rounded up to the micro-dollar (at
-    /// most 1 µ$ over, however many calls).
+    /// Reports a settled cost, once: `Ok` once the server counts it; an error when
+    /// the server did not answer this time (the cost stays with the reporter, which
+    /// sends it again; do not resend). The server counts this process's spend as its
+    /// exact total rounded up to the micro-dollar: at most 1 µ$ over.
     pub async fn settle(&self, cost: Usd) -> Result<(), Lost> {
         let (tx, rx) = oneshot::channel();
         if self.settles.send((cost.pico(), tx)).is_err() {
@@ -286,6 +292,18 @@ impl SharedLedger {
         }
         rx.await
             .unwrap_or_else(|_| Err(Lost("the ledger connection is closed".into())))
+    }
+
+    /// Waits (at most `within`) until every reported cost is on the server.
+    pub async fn flush(&self, within: Duration) -> Result<(), Lost> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match self.settle(Usd::ZERO).await {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Gives `amount` (rounded down) back from the lease; `last` ends the lease.
@@ -411,49 +429,70 @@ impl SharedLedger {
     }
 }
 
-/// Sends settled costs: all that are waiting in one script call. It keeps this
-/// process's exact total and what the server was told (in µ$), and sends what brings
-/// the server to the total rounded up.
+/// Sends settled costs: all that are waiting in one script call, as this process's
+/// running total (rounded up to the µ$), which the server applies idempotently.
+/// When the server does not answer, the costs stay counted here and the total is
+/// sent again (with backoff) until it is taken; callers are told it failed and
+/// never resend.
 async fn settle_loop(
     ledger: std::sync::Weak<SharedLedger>,
     mut rx: mpsc::UnboundedReceiver<(u128, oneshot::Sender<Result<(), Lost>>)>,
 ) {
-    let (mut settled, mut told) = (0u128, 0u64);
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batch.push(more);
+    let mut settled = 0u128;
+    let mut told = 0u64;
+    let mut waiting: Vec<oneshot::Sender<Result<(), Lost>>> = Vec::new();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let dirty = micro_up(Usd::from_pico(settled)) > told;
+        let msg = if dirty && waiting.is_empty() {
+            // Unsent spend and nobody asking: retry after the backoff, or sooner
+            // when a new cost arrives.
+            tokio::select! {
+                m = rx.recv() => m.map(Some),
+                _ = tokio::time::sleep(backoff) => Some(None),
+            }
+        } else if waiting.is_empty() {
+            rx.recv().await.map(Some)
+        } else {
+            Some(None)
+        };
+        let Some(msg) = msg else { return };
+        if let Some((pico, ack)) = msg {
+            settled += pico;
+            waiting.push(ack);
+        }
+        while let Ok((pico, ack)) = rx.try_recv() {
+            settled += pico;
+            waiting.push(ack);
         }
         let Some(l) = ledger.upgrade() else { return };
-        let sum = batch.iter().map(|(p, _)| *p).sum::<u128>();
-        settled += sum;
         let due = micro_up(Usd::from_pico(settled));
-        let total = due.saturating_sub(told);
         let k = &l.keys;
         let r: Result<i64, _> = scripts::settle()
             .key(k.budget())
             .key(k.leases())
             .key(k.expiry())
+            .key(k.told())
             .arg(&l.holder)
-            .arg(total)
+            .arg(due)
             .arg(l.lease_ms)
             .invoke_async(&mut l.conn())
             .await;
         let r = match r {
             Ok(alive) => {
                 told = due;
+                backoff = Duration::from_millis(50);
                 if alive == 0 {
                     l.lease_lost.store(true, Ordering::Relaxed);
                 }
                 Ok(())
             }
             Err(e) => {
-                // Not counted: each caller sends its cost again.
-                settled -= sum;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 Err(lost(e))
             }
         };
-        for (_, ack) in batch {
+        for ack in waiting.drain(..) {
             let _ = ack.send(r.clone());
         }
     }

@@ -72,16 +72,24 @@ return {grant, avail}
     })
 }
 
-/// ARGV: holder, cost µ$, lease ms. Spent grows by the cost; the lease and reserved
-/// shrink by as much of it as the lease holds. Returns 1, or 0 when the lease had
-/// expired (the cost still counts as spent).
+/// KEYS: budget, leases, expiry, told. ARGV: holder, its total spend so far µ$,
+/// lease ms. Idempotent: the server keeps each holder's last total and counts only
+/// what it adds, so a retry (a reply lost to a dying server) is never counted twice.
+/// Spent grows by that; the lease and reserved shrink by as much of it as the lease
+/// holds. Returns 1, or 0 when the lease had expired (the cost still counts).
 pub fn settle() -> &'static Script {
     static S: OnceLock<Script> = OnceLock::new();
     S.get_or_init(|| {
         with_reap(
             r#"
-local cost = tonumber(ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'spent', cost)
+local before = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')
+local cost = tonumber(ARGV[2]) - before
+if cost > 0 then
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'spent', cost)
+else
+  cost = 0
+end
 local held = redis.call('HGET', KEYS[2], ARGV[1])
 if not held then return 0 end
 local dec = math.min(cost, tonumber(held))

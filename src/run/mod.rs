@@ -214,7 +214,12 @@ pub fn run(cfg: Config, s: RunSettings) -> Result<RunSummary> {
     let task = rt.spawn(dispatch(ctx.clone(), output, restored, from_tasks));
     let outcome = rt.block_on(task);
     if let Some(l) = &ledger {
-        // What this process claimed and did not spend goes back to the budget.
+        // Every settled cost reaches the server; then what this process claimed and
+        // did not spend goes back to the budget.
+        let within = Duration::from_secs(ctx.cfg.ledger.reconnect_s);
+        if let Err(e) = rt.block_on(l.flush(within)) {
+            crate::note!("error: {e}: this run's last costs are not on the shared ledger (its journal has them)");
+        }
         if let Err(e) = rt.block_on(l.give_back(Usd::ZERO, true)) {
             crate::note!(
                 "warning: {e}; its unspent claim returns when its lease expires ({}s)",

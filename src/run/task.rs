@@ -217,8 +217,9 @@ async fn settle(ctx: &Context, held: Held<'_>, mut call: Call) {
     (spent, call.overrun) = held.settle(cost);
     let _ = ctx.tx.send(ToOwner::Call(call, spent));
     if let Some(l) = &ctx.shared.ledger {
-        if let Err(Left) = with_ledger(ctx, || l.settle(cost)).await {
-            tracing::error!(cost = %cost, "a settled cost could not reach the ledger");
+        // Sent once: the ledger's reporter resends it until the server takes it.
+        if let Err(e) = l.settle(cost).await {
+            tracing::debug!(cost = %cost, error = %e, "a settled cost waits for the ledger");
         }
         // Claimed money this process does not use goes back (it keeps one block).
         let spare = block(ctx).and_then(|b| ctx.shared.gate().spare(b));
