@@ -96,14 +96,7 @@ impl HttpProvider {
         if (200..300).contains(&status) {
             return Ok(bytes.to_vec());
         }
-        let lookup = |h: &str| {
-            headers
-                .get(h)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from)
-        };
-        let (f, msg) = wire::http_failure(status, &bytes, lookup, SystemTime::now());
-        Err((f, format!("provider {}: {}", self.name, t.scrub(msg))))
+        Err(self.failure(t, status, &headers, &bytes))
     }
 
     fn url(&self, path: &str) -> Result<String, ApiError> {
@@ -233,22 +226,26 @@ impl HttpProvider {
 
     /// The batch's current status.
     pub async fn status(&self, id: &str) -> Result<Status, ApiError> {
-        let path = match self.kind {
-            ProviderKind::Openai => format!("/batches/{id}"),
-            ProviderKind::Anthropic => format!("/messages/batches/{id}"),
-        };
-        let req = self.request(reqwest::Method::GET, &self.url(&path)?)?;
-        let v = self.json(&self.send(req).await?)?;
-        self.status_of(&v)
+        self.on_batch(reqwest::Method::GET, id, "").await
     }
 
     /// Asks the provider to cancel the batch (lines already answered stay answered).
     pub async fn cancel(&self, id: &str) -> Result<Status, ApiError> {
+        self.on_batch(reqwest::Method::POST, id, "/cancel").await
+    }
+
+    /// A call on batch `id` (`{batches}/{id}{suffix}`) that answers its status.
+    async fn on_batch(
+        &self,
+        method: reqwest::Method,
+        id: &str,
+        suffix: &str,
+    ) -> Result<Status, ApiError> {
         let path = match self.kind {
-            ProviderKind::Openai => format!("/batches/{id}/cancel"),
-            ProviderKind::Anthropic => format!("/messages/batches/{id}/cancel"),
+            ProviderKind::Openai => format!("/batches/{id}{suffix}"),
+            ProviderKind::Anthropic => format!("/messages/batches/{id}{suffix}"),
         };
-        let req = self.request(reqwest::Method::POST, &self.url(&path)?)?;
+        let req = self.request(method, &self.url(&path)?)?;
         let v = self.json(&self.send(req).await?)?;
         self.status_of(&v)
     }

@@ -223,14 +223,7 @@ impl HttpProvider {
         let headers = (!(200..300).contains(&status)).then(|| resp.headers().clone());
         let bytes = resp.bytes().await.map_err(|e| transport(&self.name, &e))?;
         if let Some(headers) = headers {
-            let lookup = |h: &str| {
-                headers
-                    .get(h)
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from)
-            };
-            let (f, msg) = wire::http_failure(status, &bytes, lookup, SystemTime::now());
-            return Err((f, format!("provider {}: {}", self.name, t.scrub(msg))));
+            return Err(self.failure(t, status, &headers, &bytes));
         }
         let parsed = match self.kind {
             ProviderKind::Openai => wire::openai_answer(&bytes),
@@ -246,6 +239,27 @@ impl HttpProvider {
                 format!("provider {}: {}", self.name, t.scrub(m)),
             )),
         }
+    }
+}
+
+impl HttpProvider {
+    /// A non-success answer as the policy's failure, its message naming this
+    /// provider and scrubbed of the key.
+    pub(super) fn failure(
+        &self,
+        t: &Target,
+        status: u16,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+    ) -> (Failure, String) {
+        let lookup = |h: &str| {
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let (f, msg) = wire::http_failure(status, body, lookup, SystemTime::now());
+        (f, format!("provider {}: {}", self.name, t.scrub(msg)))
     }
 }
 
