@@ -4,8 +4,6 @@
 
 use std::cell::RefCell;
 
-use rustc_hash::FxHashMap;
-
 use crate::config::{Model, Tokenizer};
 mod pretokenize;
 use crate::record::{ImageDetail, Message};
@@ -23,8 +21,9 @@ const IMAGE_HIGH_TOKENS: u64 = 765;
 
 /// Pieces (pre-tokenizer splits) up to this many bytes have their counts cached.
 const CACHED_PIECE_BYTES: usize = 15;
-/// Cached pieces per thread and tokenizer before the cache starts over.
-const CACHE_ENTRIES: usize = 1 << 16;
+/// Cached pieces per thread and tokenizer: 2^16 slots.
+const CACHE_BITS: u32 = 16;
+const CACHE_ENTRIES: usize = 1 << CACHE_BITS;
 
 /// A short piece packed into one integer (its bytes, then its length in the top
 /// byte): exact, no allocation, and hashed in two multiplications.
@@ -37,10 +36,38 @@ fn piece_key(bytes: &[u8]) -> PieceKey {
     u128::from_le_bytes(key)
 }
 
+/// Piece -> token count, direct-mapped: a piece's slot is a hash of its key, and a
+/// piece meeting another in its slot replaces it. One multiply and one compare per
+/// lookup; text repeats its words, and a lookup is far cheaper than a BPE encoding.
+struct PieceCache {
+    keys: Vec<PieceKey>,
+    counts: Vec<u32>,
+}
+
+impl PieceCache {
+    fn new() -> PieceCache {
+        PieceCache {
+            keys: vec![0; CACHE_ENTRIES],
+            counts: vec![0; CACHE_ENTRIES],
+        }
+    }
+
+    fn count(&mut self, key: PieceKey, encode: impl FnOnce() -> u32) -> u32 {
+        let h = ((key as u64) ^ ((key >> 64) as u64).rotate_left(29))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let slot = (h >> (64 - CACHE_BITS)) as usize;
+        // A piece's key is never 0: its length is in the top byte.
+        if self.keys[slot] != key {
+            self.keys[slot] = key;
+            self.counts[slot] = encode();
+        }
+        self.counts[slot]
+    }
+}
+
 thread_local! {
-    /// Per-thread piece -> token count, per tokenizer. Text repeats its words, and a
-    /// lookup is far cheaper than a BPE encoding of the piece.
-    static PIECE_COUNTS: RefCell<[FxHashMap<PieceKey, u32>; 2]> = RefCell::default();
+    /// Per-thread piece counts, per tokenizer (made when first used).
+    static PIECE_COUNTS: RefCell<[Option<PieceCache>; 2]> = RefCell::default();
 }
 
 /// The number of tokens `text` encodes to (no special tokens), exactly as tiktoken.
@@ -53,24 +80,15 @@ pub fn count_text(tokenizer: Tokenizer, text: &str) -> u64 {
         Tokenizer::Cl100k => (bpe_openai::cl100k_base(), 1),
     };
     PIECE_COUNTS.with_borrow_mut(|caches| {
-        let cache = &mut caches[slot];
+        let cache = caches[slot].get_or_insert_with(PieceCache::new);
         let mut total = 0u64;
         let mut count_piece = |bytes: &[u8]| {
-            total += if bytes.len() > CACHED_PIECE_BYTES {
-                bpe.bpe.count(bytes) as u64
+            let encode = || bpe.bpe.count(bytes) as u32;
+            total += u64::from(if bytes.len() > CACHED_PIECE_BYTES {
+                encode()
             } else {
-                let key = piece_key(bytes);
-                if let Some(n) = cache.get(&key) {
-                    u64::from(*n)
-                } else {
-                    let n = bpe.bpe.count(bytes) as u32;
-                    if cache.len() >= CACHE_ENTRIES {
-                        cache.clear();
-                    }
-                    cache.insert(key, n);
-                    u64::from(n)
-                }
-            };
+                cache.count(piece_key(bytes), encode)
+            });
         };
         match tokenizer {
             Tokenizer::O200k if pretokenize::is_plain_ascii(text.as_bytes()) => {
@@ -112,6 +130,14 @@ pub struct PromptTokens {
 }
 
 impl PromptTokens {
+    /// A prompt whose o200k count is already known.
+    pub fn with_o200k(n: u64) -> PromptTokens {
+        PromptTokens {
+            o200k: Some(n),
+            cl100k: None,
+        }
+    }
+
     pub fn bpe(&mut self, tokenizer: Tokenizer, messages: &[Message]) -> u64 {
         let slot = match tokenizer {
             Tokenizer::O200k => &mut self.o200k,

@@ -905,3 +905,56 @@ fn plan_counts_the_unsure_records_and_prices_asking_about_them() {
         "{last}"
     );
 }
+
+#[test]
+fn plan_prices_the_classifier_question_at_its_own_tokens() {
+    use switchyard::classify::llm;
+    use switchyard::config::{Config, Tokenizer};
+    use switchyard::record::Job;
+    use switchyard::tokens::count_messages;
+
+    // A long record: the question shows only its first `max_prompt_chars`, so it is
+    // far shorter than the record; a short one: the question adds its instructions.
+    let long = "The quarterly report covers revenue, churn and hiring plans. ".repeat(200);
+    let short = "hello there";
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let lines: Vec<String> = [("long", long.as_str()), ("short", short)]
+        .iter()
+        .map(|(id, p)| serde_json::json!({"id": id, "prompt": p}).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let cfg_path = dir.path().join("llm.toml");
+    std::fs::write(
+        &cfg_path,
+        "[classifier.llm]\nenabled = true\nscope = \"all\"\n",
+    )
+    .unwrap();
+    let plan = plan_json(&[
+        input.to_str().unwrap(),
+        "--config",
+        cfg_path.to_str().unwrap(),
+    ]);
+    let line = plan["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "deepseek-chat (classifier)")
+        .unwrap_or_else(|| panic!("{plan}"));
+    let cfg = Config::embedded();
+    let expected: u64 = [long.as_str(), short]
+        .iter()
+        .map(|p| {
+            let q = llm::question(&Job::from_prompt("x", p), &cfg.classifier);
+            count_messages(Tokenizer::O200k, &q.messages)
+        })
+        .sum();
+    assert_eq!(line["requests"], 2, "{line}");
+    assert_eq!(line["input_tokens"], expected, "{line}");
+    // Not the records' own tokens, which the question used to be priced at.
+    let records: u64 = [long.as_str(), short]
+        .iter()
+        .map(|p| count_messages(Tokenizer::O200k, &Job::from_prompt("x", p).messages))
+        .sum();
+    assert!(expected < records / 2, "{expected} vs {records}");
+}
