@@ -6,7 +6,7 @@
 //! calibrated (a temperature fitted on held-out records) so that its probability of
 //! the winning task says how likely it is to be right.
 //!
-//! A model file is `switchyard-classifier 1`, a line of JSON (classes, scale, biases,
+//! A model file is `switchyard-classifier 2`, a line of JSON (classes, scale, biases,
 //! temperature, the confidence below which a decision is unsure, how it was trained),
 //! then the weights. `train` writes one; `--classifier FILE` loads one; a built-in one
 //! is embedded in the binary.
@@ -45,7 +45,7 @@ pub const HEAD_BYTES: usize = 512;
 pub const TAIL_BYTES: usize = 384;
 const SYSTEM_BYTES: usize = 384;
 
-const MAGIC: &str = "switchyard-classifier 1";
+const MAGIC: &str = "switchyard-classifier 2";
 
 /// What a model file says about itself, besides its weights.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -117,6 +117,9 @@ impl TaskModel {
         let Some(magic_end) = text_end(0) else {
             bail!("no header line")
         };
+        if bytes[..magic_end].starts_with(b"switchyard-classifier 1") {
+            bail!("it was made by an older switchyard, which read other features: train it again");
+        }
         if &bytes[..magic_end] != MAGIC.as_bytes() {
             bail!("it does not start with `{MAGIC}`");
         }
@@ -248,7 +251,15 @@ enum Kind {
     System,
     Shape,
     Stem,
+    /// A word of the message's first line (its request, before any pasted material).
+    Lead,
+    /// A word of the message's last words (a request after pasted material).
+    End,
 }
+
+/// Words of the first line read as [`Kind::Lead`], and last words as [`Kind::End`].
+const LEAD_WORDS: usize = 24;
+const END_WORDS: usize = 16;
 
 /// Collects a record's distinct features: a bit per bucket says which are in, so a
 /// feature seen twice is kept once without sorting.
@@ -432,6 +443,13 @@ const HARD_PAIRS: &[(&str, &str)] = &[
     ("o", "("),
 ];
 
+/// The hash [`words`] gives a line break.
+static NEWLINE: LazyLock<u64> = LazyLock::new(|| {
+    let mut h = 0;
+    words("\n", |w| h = w.hash);
+    h
+});
+
 /// The hashes [`words`] gives the hard marks (single words, then pairs), and a
 /// 256-bit filter of their low bytes that turns nearly every other word away at once.
 struct Hard {
@@ -515,9 +533,14 @@ fn collect(job: &Job, sink: &mut Sink) -> Shapes {
     let user = job.last_user_text();
     let hard = &*HARD;
     let mut hard_found = 0u32;
+    // The window read last (the tail of a long message, else its head) says how the
+    // message ends.
+    let long = user.len() > HEAD_BYTES + TAIL_BYTES;
+    let newline = *NEWLINE;
     let mut window = |text: &str, sink: &mut Sink, first: bool| {
         let (mut prev, mut n) = (0u64, 0usize);
-        let mut last = [0u64; 3];
+        let mut last = [0u64; END_WORDS];
+        let mut lead = first;
         let letters = words(text, |Word { hash: w, stem }| {
             sink.push(Kind::Word, w);
             if let Some(s) = stem {
@@ -529,18 +552,30 @@ fn collect(job: &Job, sink: &mut Sink) -> Shapes {
             if first && n < 4 {
                 sink.push(Kind::First, mix(n as u64, w));
             }
-            last = [last[1], last[2], w];
+            if lead {
+                // The first line ends the lead once it has a few words.
+                lead = n < LEAD_WORDS && !(w == newline && n >= 3);
+                if lead {
+                    sink.push(Kind::Lead, w);
+                }
+            }
+            last[n % END_WORDS] = w;
             prev = w;
             n += 1;
         });
-        for (i, w) in last.iter().enumerate().filter(|(_, w)| **w != 0) {
-            sink.push(Kind::Last, mix(i as u64, *w));
+        if first != long {
+            for i in 1..=3.min(n) {
+                sink.push(Kind::Last, mix(3 - i as u64, last[(n - i) % END_WORDS]));
+            }
+            for w in &last[..n.min(END_WORDS)] {
+                sink.push(Kind::End, *w);
+            }
         }
         (n, letters)
     };
     let head = head(user, HEAD_BYTES);
     let (n, (letters, foreign)) = window(head, sink, true);
-    if user.len() > HEAD_BYTES + TAIL_BYTES {
+    if long {
         window(tail(user, TAIL_BYTES), sink, false);
     }
     for sys in job.system_text() {
@@ -697,6 +732,8 @@ mod tests {
         assert!((l[1] - (0.1 + 2.5)).abs() < 1e-3, "{l:?}");
         let p = back.probabilities(&[7]);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-        assert!(TaskModel::from_bytes(b"switchyard-classifier 1\n{}\n").is_err());
+        assert!(TaskModel::from_bytes(b"switchyard-classifier 2\n{}\n").is_err());
+        let old = TaskModel::from_bytes(b"switchyard-classifier 1\n{}\n").unwrap_err();
+        assert!(old.to_string().contains("train it again"), "{old}");
     }
 }
