@@ -145,6 +145,17 @@ pub fn is_letter_or_number(c: char) -> bool {
     classes_of(c) & (LETTER | NUMBER) != 0
 }
 
+/// Is `c` punctuation or a symbol that only a punctuation run can hold
+/// (`[^\s\p{L}\p{N}]`, and not a mark, which a word may hold too)?
+pub fn is_symbol(c: char) -> bool {
+    classes_of(c) & (UPPER | LOWER | LETTER | NUMBER | SPACE) == 0
+}
+
+/// Does `c` belong in a word (`\p{L}`, `\p{N}`, or a mark)?
+pub fn is_wordlike(c: char) -> bool {
+    classes_of(c) & (UPPER | LOWER | LETTER | NUMBER) != 0
+}
+
 /// Is `c` a letter (`\p{L}`)?
 pub fn is_letter(c: char) -> bool {
     classes_of(c) & LETTER != 0
