@@ -134,7 +134,7 @@ pub fn question_o200k(job: &Job, cfg: &ClassifierConfig, record_o200k: u64) -> O
     let piece = &text[piece_at..];
     let o = Tokenizer::O200k;
     let joined = count_text(o, &format!("{piece}\n\n"));
-    Some((empty + start + body + joined + end_word).checked_sub(count_text(o, piece))?)
+    (empty + start + body + joined + end_word).checked_sub(count_text(o, piece))
 }
 
 /// The decision an answer makes: its first word, if it is a task word, with the
