@@ -260,6 +260,20 @@ enum Kind {
 /// Words of the first line read as [`Kind::Lead`], and last words as [`Kind::End`].
 const LEAD_WORDS: usize = 24;
 const END_WORDS: usize = 16;
+/// Bytes read for the last words of a message longer than the head but too short for a
+/// tail window of its own.
+const END_BYTES: usize = 160;
+
+/// The features of how a message ends: its last three words by position, and its last
+/// [`END_WORDS`] words (`last` holds the `n` words read, as a ring).
+fn ending(sink: &mut Sink, last: &[u64; END_WORDS], n: usize) {
+    for i in 1..=3.min(n) {
+        sink.push(Kind::Last, mix(3 - i as u64, last[(n - i) % END_WORDS]));
+    }
+    for w in &last[..n.min(END_WORDS)] {
+        sink.push(Kind::End, *w);
+    }
+}
 
 /// Collects a record's distinct features: a bit per bucket says which are in, so a
 /// feature seen twice is kept once without sorting.
@@ -533,11 +547,9 @@ fn collect(job: &Job, sink: &mut Sink) -> Shapes {
     let user = job.last_user_text();
     let hard = &*HARD;
     let mut hard_found = 0u32;
-    // The window read last (the tail of a long message, else its head) says how the
-    // message ends.
     let long = user.len() > HEAD_BYTES + TAIL_BYTES;
     let newline = *NEWLINE;
-    let mut window = |text: &str, sink: &mut Sink, first: bool| {
+    let mut window = |text: &str, sink: &mut Sink, first: bool, reaches_end: bool| {
         let (mut prev, mut n) = (0u64, 0usize);
         let mut last = [0u64; END_WORDS];
         let mut lead = first;
@@ -563,20 +575,25 @@ fn collect(job: &Job, sink: &mut Sink) -> Shapes {
             prev = w;
             n += 1;
         });
-        if first != long {
-            for i in 1..=3.min(n) {
-                sink.push(Kind::Last, mix(3 - i as u64, last[(n - i) % END_WORDS]));
-            }
-            for w in &last[..n.min(END_WORDS)] {
-                sink.push(Kind::End, *w);
-            }
+        if reaches_end {
+            ending(sink, &last, n);
         }
         (n, letters)
     };
+    // How the message ends comes from the window that reaches its end; a message a
+    // little longer than the head has its last words read on their own.
     let head = head(user, HEAD_BYTES);
-    let (n, (letters, foreign)) = window(head, sink, true);
+    let all_read = head.len() == user.len();
+    let (n, (letters, foreign)) = window(head, sink, true, all_read);
     if long {
-        window(tail(user, TAIL_BYTES), sink, false);
+        window(tail(user, TAIL_BYTES), sink, false, true);
+    } else if !all_read {
+        let (mut last, mut n) = ([0u64; END_WORDS], 0usize);
+        words(tail(user, END_BYTES), |w| {
+            last[n % END_WORDS] = w.hash;
+            n += 1;
+        });
+        ending(sink, &last, n);
     }
     for sys in job.system_text() {
         words(head_of(sys, SYSTEM_BYTES), |w| {

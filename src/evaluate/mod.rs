@@ -88,14 +88,19 @@ pub fn evaluate_batch(
                             let c = route.chosen();
                             let baseline_cost =
                                 cfg.models[cfg.baseline].cost(c.input_tokens, c.output_tokens);
-                            // The question is another prompt: its own tokens.
-                            let mut question_tokens =
-                                llm::question_o200k(&job, &cfg.classifier, prompt_tokens)
-                                    .map_or_else(PromptTokens::default, PromptTokens::with_o200k);
+                            let unsure = llm::is_unsure(&decision, &cfg.classifier);
+                            // The question is another prompt: its own tokens (counted
+                            // only for a record it is asked or priced for).
+                            let mut question_tokens = match unsure
+                                || llm::wants(&decision, &cfg.classifier)
+                            {
+                                true => llm::question_o200k(&job, &cfg.classifier, prompt_tokens),
+                                false => None,
+                            }
+                            .map_or_else(PromptTokens::default, PromptTokens::with_o200k);
                             let classifier_tokens =
                                 classifier_question(cfg, &job, &decision, &mut question_tokens)
                                     .map(|(_, c)| c.input_tokens);
-                            let unsure = llm::is_unsure(&decision, &cfg.classifier);
                             let unsure_tokens = match unsure {
                                 false => None,
                                 true => classifier_tokens.or_else(|| {

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use crate::config::{Model, Tokenizer};
 mod pretokenize;
 use crate::record::{ImageDetail, Message};
-pub use pretokenize::{is_letter, is_letter_or_number, is_symbol, is_wordlike};
+pub use pretokenize::{is_letter, is_letter_or_number, is_symbol};
 
 /// Chat format overhead (OpenAI cookbook, gpt-4o/gpt-4): every message is wrapped in
 /// 3 tokens, a `name` costs 1 more, and every reply is primed with 3.

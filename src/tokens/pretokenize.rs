@@ -151,11 +151,6 @@ pub fn is_symbol(c: char) -> bool {
     classes_of(c) & (UPPER | LOWER | LETTER | NUMBER | SPACE) == 0
 }
 
-/// Does `c` belong in a word (`\p{L}`, `\p{N}`, or a mark)?
-pub fn is_wordlike(c: char) -> bool {
-    classes_of(c) & (UPPER | LOWER | LETTER | NUMBER) != 0
-}
-
 /// Is `c` a letter (`\p{L}`)?
 pub fn is_letter(c: char) -> bool {
     classes_of(c) & LETTER != 0
