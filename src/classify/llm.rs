@@ -5,11 +5,10 @@
 //! router prices the question (`route::classifier_question`); `run` makes the call,
 //! reserved, rate-limited and charged like any other.
 
-use super::{ClassifiedBy, Decision};
-use crate::config::{ClassifierConfig, LlmScope};
 use std::sync::LazyLock;
 
-use crate::config::Tokenizer;
+use super::{ClassifiedBy, Decision};
+use crate::config::{ClassifierConfig, LlmScope, Tokenizer};
 use crate::record::{head, Job, Task};
 use crate::tokens::{count_messages, count_text, is_letter_or_number, is_symbol};
 

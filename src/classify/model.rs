@@ -264,14 +264,35 @@ const END_WORDS: usize = 16;
 /// tail window of its own.
 const END_BYTES: usize = 160;
 
-/// The features of how a message ends: its last three words by position, and its last
-/// [`END_WORDS`] words (`last` holds the `n` words read, as a ring).
-fn ending(sink: &mut Sink, last: &[u64; END_WORDS], n: usize) {
-    for i in 1..=3.min(n) {
-        sink.push(Kind::Last, mix(3 - i as u64, last[(n - i) % END_WORDS]));
+/// The last [`END_WORDS`] words read, as a ring.
+struct Ending {
+    last: [u64; END_WORDS],
+    n: usize,
+}
+
+impl Ending {
+    fn new() -> Ending {
+        Ending {
+            last: [0; END_WORDS],
+            n: 0,
+        }
     }
-    for w in &last[..n.min(END_WORDS)] {
-        sink.push(Kind::End, *w);
+
+    fn push(&mut self, word: u64) {
+        self.last[self.n % END_WORDS] = word;
+        self.n += 1;
+    }
+
+    /// The features of how a message ends: its last three words by position, and its
+    /// last [`END_WORDS`] words.
+    fn features(&self, sink: &mut Sink) {
+        let (last, n) = (&self.last, self.n);
+        for i in 1..=3.min(n) {
+            sink.push(Kind::Last, mix(3 - i as u64, last[(n - i) % END_WORDS]));
+        }
+        for w in &last[..n.min(END_WORDS)] {
+            sink.push(Kind::End, *w);
+        }
     }
 }
 
@@ -551,7 +572,7 @@ fn collect(job: &Job, sink: &mut Sink) -> Shapes {
     let newline = *NEWLINE;
     let mut window = |text: &str, sink: &mut Sink, first: bool, reaches_end: bool| {
         let (mut prev, mut n) = (0u64, 0usize);
-        let mut last = [0u64; END_WORDS];
+        let mut ending = Ending::new();
         let mut lead = first;
         let letters = words(text, |Word { hash: w, stem }| {
             sink.push(Kind::Word, w);
@@ -571,12 +592,12 @@ fn collect(job: &Job, sink: &mut Sink) -> Shapes {
                     sink.push(Kind::Lead, w);
                 }
             }
-            last[n % END_WORDS] = w;
+            ending.push(w);
             prev = w;
             n += 1;
         });
         if reaches_end {
-            ending(sink, &last, n);
+            ending.features(sink);
         }
         (n, letters)
     };
@@ -588,12 +609,9 @@ fn collect(job: &Job, sink: &mut Sink) -> Shapes {
     if long {
         window(tail(user, TAIL_BYTES), sink, false, true);
     } else if !all_read {
-        let (mut last, mut n) = ([0u64; END_WORDS], 0usize);
-        words(tail(user, END_BYTES), |w| {
-            last[n % END_WORDS] = w.hash;
-            n += 1;
-        });
-        ending(sink, &last, n);
+        let mut ending = Ending::new();
+        words(tail(user, END_BYTES), |w| ending.push(w.hash));
+        ending.features(sink);
     }
     for sys in job.system_text() {
         words(head_of(sys, SYSTEM_BYTES), |w| {

@@ -91,13 +91,11 @@ pub fn evaluate_batch(
                             let unsure = llm::is_unsure(&decision, &cfg.classifier);
                             // The question is another prompt: its own tokens (counted
                             // only for a record it is asked or priced for).
-                            let mut question_tokens = match unsure
-                                || llm::wants(&decision, &cfg.classifier)
-                            {
-                                true => llm::question_o200k(&job, &cfg.classifier, prompt_tokens),
-                                false => None,
-                            }
-                            .map_or_else(PromptTokens::default, PromptTokens::with_o200k);
+                            let asked = unsure || llm::wants(&decision, &cfg.classifier);
+                            let mut question_tokens = asked
+                                .then(|| llm::question_o200k(&job, &cfg.classifier, prompt_tokens))
+                                .flatten()
+                                .map_or_else(PromptTokens::default, PromptTokens::with_o200k);
                             let classifier_tokens =
                                 classifier_question(cfg, &job, &decision, &mut question_tokens)
                                     .map(|(_, c)| c.input_tokens);
